@@ -17,12 +17,64 @@ Params = tuple[tuple[str, str | None], ...]
 def split_header_values(value: str) -> list[str]:
     """Split a comma-separated header line into values, ignoring commas inside quoted
     strings and angle brackets (RFC 3261 §7.3.1). Empty items are dropped; each is stripped."""
-    raise NotImplementedError
+    out: list[str] = []
+    start = 0
+    quoted = escaped = False
+    depth = 0
+    for i, ch in enumerate(value):
+        if escaped:
+            escaped = False
+        elif quoted:
+            if ch == "\\":
+                escaped = True
+            elif ch == '"':
+                quoted = False
+        elif ch == '"':
+            quoted = True
+        elif ch == "<":
+            depth += 1
+        elif ch == ">":
+            depth = max(0, depth - 1)
+        elif ch == "," and depth == 0:
+            out.append(value[start:i].strip())
+            start = i + 1
+    out.append(value[start:].strip())
+    return [item for item in out if item]
 
 
 def parse_params(text: str) -> Params:
     """Parse ``;name=value;flag`` generic-params (RFC 3261 §25.1); values may be quoted."""
-    raise NotImplementedError
+    params: list[tuple[str, str | None]] = []
+    for item in _split_unquoted(text, ";"):
+        item = item.strip()
+        if not item:
+            continue
+        name, eq, value = item.partition("=")
+        name = name.strip()
+        if not name:
+            raise SipParseError(f"empty parameter name in {text!r}")
+        params.append((name, value.strip() if eq else None))
+    return tuple(params)
+
+
+def _split_unquoted(text: str, sep: str) -> list[str]:
+    parts: list[str] = []
+    start = 0
+    quoted = escaped = False
+    for i, ch in enumerate(text):
+        if escaped:
+            escaped = False
+        elif ch == "\\" and quoted:
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == sep and not quoted:
+            parts.append(text[start:i])
+            start = i + 1
+    if quoted:
+        raise SipParseError(f"unterminated quoted string in {text!r}")
+    parts.append(text[start:])
+    return parts
 
 
 def format_params(params: Params) -> str:
@@ -54,7 +106,13 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
-        raise NotImplementedError
+        sent, _, rest = text.strip().partition(";")
+        proto, _, hostport = sent.strip().partition(" ")
+        pieces = [p.strip() for p in proto.split("/")]
+        if len(pieces) != 3 or not all(pieces) or not hostport.strip():
+            raise SipParseError(f"bad Via {text!r}")
+        host, port = _split_hostport(hostport.strip())
+        return cls(pieces[2].upper(), host, port, parse_params(rest) if rest else ())
 
     @property
     def branch(self) -> str | None:
@@ -70,7 +128,26 @@ class Via:
         return get_param(self.params, "rport")
 
     def __str__(self) -> str:
-        raise NotImplementedError
+        hostport = self.host if self.port is None else f"{self.host}:{self.port}"
+        return f"SIP/2.0/{self.transport} {hostport}{format_params(self.params)}"
+
+
+def _split_hostport(text: str) -> tuple[str, int | None]:
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise SipParseError(f"bad IPv6 reference {text!r}")
+        host, rest = text[: end + 1], text[end + 1 :].strip()
+    else:
+        host, sep, rest = text.partition(":")
+        rest = sep + rest
+        host = host.strip()
+    if not rest:
+        return host, None
+    port_text = rest.lstrip(":").strip()
+    if not rest.startswith(":") or not port_text.isdigit() or int(port_text) > 65535:
+        raise SipParseError(f"bad port in {text!r}")
+    return host, int(port_text)
 
 
 @dataclass(frozen=True)
@@ -83,7 +160,18 @@ class NameAddr:
 
     @classmethod
     def parse(cls, text: str) -> NameAddr:
-        raise NotImplementedError
+        text = text.strip()
+        lt = text.find("<")
+        if lt >= 0:
+            gt = text.find(">", lt)
+            if gt < 0:
+                raise SipParseError(f"unclosed <> in {text!r}")
+            display = text[:lt].strip() or None
+            if display and display.startswith('"') and display.endswith('"') and len(display) > 1:
+                display = display[1:-1]
+            return cls(parse_uri(text[lt + 1 : gt]), display, parse_params(text[gt + 1 :]))
+        uri, _, params = text.partition(";")
+        return cls(parse_uri(uri.strip()), None, parse_params(params) if params else ())
 
     @property
     def tag(self) -> str | None:
@@ -94,7 +182,8 @@ class NameAddr:
         return NameAddr(self.uri, self.display_name, (*kept, ("tag", tag)))
 
     def __str__(self) -> str:
-        raise NotImplementedError
+        display = f'"{self.display_name}" ' if self.display_name else ""
+        return f"{display}<{self.uri}>{format_params(self.params)}"
 
 
 @dataclass(frozen=True)
@@ -104,7 +193,13 @@ class CSeq:
 
     @classmethod
     def parse(cls, text: str) -> CSeq:
-        raise NotImplementedError
+        parts = text.split()
+        if len(parts) != 2 or not parts[0].isdigit() or len(parts[0]) > 10:
+            raise SipParseError(f"bad CSeq {text!r}")
+        seq = int(parts[0])
+        if seq >= 2**31:  # RFC 3261 §8.1.1.5: less than 2**31
+            raise SipParseError(f"CSeq number out of range in {text!r}")
+        return cls(seq, parts[1])
 
     def __str__(self) -> str:
         return f"{self.seq} {self.method}"

@@ -235,7 +235,62 @@ Message = Request | Response
 
 def parse_message(data: bytes) -> Message:
     """Parse one datagram; trailing octets past Content-Length are ignored (RFC 3261 §18.3)."""
-    raise NotImplementedError
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        raise SipParseError("no end of header section")
+    try:
+        head = data[:end].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SipParseError("header section is not UTF-8") from exc
+    lines = _unfold(head.split("\r\n"))
+    headers = Headers(_header_line(line) for line in lines[1:])
+    body_start = end + 4
+    length_text = headers.get("Content-Length")
+    if length_text is None:
+        body = data[body_start:]
+    else:
+        if not length_text.strip().isdigit():
+            raise SipParseError(f"bad Content-Length {length_text!r}")
+        length = int(length_text)
+        if body_start + length > len(data):
+            raise SipParseError("body shorter than Content-Length")
+        body = data[body_start : body_start + length]
+    return _start_line(lines[0], headers, body)
+
+
+def _unfold(lines: list[str]) -> list[str]:
+    out: list[str] = []
+    for line in lines:
+        if line[:1] in (" ", "\t") and out:
+            out[-1] += " " + line.strip()
+        else:
+            out.append(line)
+    return out
+
+
+def _header_line(line: str) -> tuple[str, str]:
+    name, colon, value = line.partition(":")
+    name = name.strip()
+    if not colon or not _TOKEN.match(name):
+        raise SipParseError(f"bad header line {line!r}")
+    return name, value.strip()
+
+
+def _start_line(line: str, headers: Headers, body: bytes) -> Message:
+    if line.startswith("SIP/"):
+        version, _, rest = line.partition(" ")
+        code, _, reason = rest.partition(" ")
+        if version != SIP_VERSION:
+            raise SipParseError(f"unsupported version {version!r}", 505)
+        if len(code) != 3 or not code.isdigit():
+            raise SipParseError(f"bad status code {code!r}")
+        return Response(int(code), reason, headers, body, version)
+    parts = line.split(" ")
+    if len(parts) != 3 or not _TOKEN.match(parts[0]):
+        raise SipParseError(f"bad request line {line!r}")
+    if parts[2] != SIP_VERSION:
+        raise SipParseError(f"unsupported version {parts[2]!r}", 505)
+    return Request(parts[0], parts[1], headers, body, parts[2])
 
 
 class StreamParser:
