@@ -1,22 +1,105 @@
-"""Structured header values: Via, name-addr (From/To/Contact/Route), CSeq, parameter lists.
+"""Header fields: the :class:`Headers` multi-map and structured values (Via, name-addr, CSeq).
 
-Each type is a frozen dataclass with ``parse(text)`` (raising SipParseError) and ``__str__``
-giving the wire form. Parameter names compare case-insensitively; values are kept as sent.
+Each value type is a frozen dataclass with ``parse(text)`` (raising only SipParseError, status
+400) and ``__str__`` giving the wire form. Parameter names compare case-insensitively; values
+are kept as sent (a quoted value keeps its quotes). Parsers take one *unfolded* value: LWS is
+allowed wherever RFC 3261 §25.1 puts SWS/LWS (around ``/`` in Via, ``;`` and ``=``).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from callbridge.sip.errors import SipParseError
-from callbridge.sip.uri import Uri, parse_uri
+from callbridge.sip.uri import Uri, format_host, parse_hostport, parse_uri
 
 Params = tuple[tuple[str, str | None], ...]
 
+#: RFC 3261 §25.1 token: what method names, header names and parameter names are made of.
+TOKEN_RE = re.compile(r"[A-Za-z0-9.!%*_+`'~\-]+")
+_QUOTED_RE = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+#: gen-value = token / host / quoted-string (IPv6 references bring ``[``, ``]`` and ``:``).
+_GEN_VALUE_RE = re.compile(r"[A-Za-z0-9.!%*_+`'~\-\[\]:]+|" + _QUOTED_RE.pattern, re.S)
+_CSEQ_RE = re.compile(r"[ \t]*([0-9]{1,10})[ \t]+([A-Za-z0-9.!%*_+`'~\-]+)[ \t]*")
+_LWS = " \t"
+_LWS_RE = re.compile(r"[ \t]+")
 
-def split_header_values(value: str) -> list[str]:
+#: RFC 3261 §7.3.3 compact forms, plus RFC 3515 (r), 3841 (j, d), 4028 (x) and 3891/3892 (b).
+COMPACT_FORMS = {
+    "a": "Accept-Contact",
+    "b": "Referred-By",
+    "c": "Content-Type",
+    "d": "Request-Disposition",
+    "e": "Content-Encoding",
+    "f": "From",
+    "i": "Call-ID",
+    "j": "Reject-Contact",
+    "k": "Supported",
+    "l": "Content-Length",
+    "m": "Contact",
+    "o": "Event",
+    "r": "Refer-To",
+    "s": "Subject",
+    "t": "To",
+    "u": "Allow-Events",
+    "v": "Via",
+    "x": "Session-Expires",
+    "y": "Identity",
+}
+
+# fmt: off
+_CANONICAL = {
+    name.lower(): name
+    for name in (
+        "Accept", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow",
+        "Authentication-Info",
+        "Authorization", "Call-ID", "Call-Info", "Contact", "Content-Disposition",
+        "Content-Encoding", "Content-Language", "Content-Length", "Content-Type", "CSeq", "Date",
+        "Error-Info", "Expires", "From", "In-Reply-To", "Max-Forwards", "MIME-Version",
+        "Min-Expires", "Organization", "P-Asserted-Identity", "Priority", "Proxy-Authenticate",
+        "Proxy-Authorization", "Proxy-Require", "RAck", "Reason", "Record-Route", "Reply-To",
+        "Require", "Retry-After", "Route", "RSeq", "Server", "Session-Expires", "Subject",
+        "Supported", "Timestamp", "To", "Unsupported", "User-Agent", "Via", "Warning",
+        "WWW-Authenticate", "Event", "Allow-Events", "Refer-To", "Referred-By", "Min-SE",
+        "Privacy", "P-Preferred-Identity", "Remote-Party-ID", "Diversion", "Identity",
+        "Accept-Contact", "Reject-Contact", "Request-Disposition",
+    )
+}
+
+#: Headers whose value is never a comma-separated list (RFC 3261 §7.3.1): ``values()`` keeps
+#: each line whole, so commas in a Date or in digest parameters are not split.
+SINGLE_VALUE_HEADERS = frozenset({
+    "Call-ID", "Content-Length", "Content-Type", "CSeq", "From", "To", "Max-Forwards", "Expires",
+    "Authentication-Info", "Authorization", "Content-Disposition", "Date", "Identity",
+    "MIME-Version", "Min-Expires", "Min-SE", "Organization", "Priority", "Proxy-Authenticate",
+    "Proxy-Authorization", "RAck", "Refer-To", "Referred-By", "Reply-To", "Retry-After", "RSeq",
+    "Server", "Session-Expires", "Subject", "Timestamp", "User-Agent", "WWW-Authenticate",
+})
+# fmt: on
+
+
+def canonical_name(name: str) -> str:
+    """The canonical spelling of a header name: compact forms expanded, known names cased."""
+    lower = name.lower()
+    if len(lower) == 1 and lower in COMPACT_FORMS:
+        return COMPACT_FORMS[lower]
+    return _CANONICAL.get(lower, name)
+
+
+def split_header_values(value: str, *, keep_empty: bool = False) -> list[str]:
     """Split a comma-separated header line into values, ignoring commas inside quoted
-    strings and angle brackets (RFC 3261 §7.3.1). Empty items are dropped; each is stripped."""
+    strings and angle brackets (RFC 3261 §7.3.1). Each item is stripped; empty items are
+    dropped unless ``keep_empty`` (a strict caller then rejects them)."""
+    if '"' not in value and "<" not in value:  # the common case, done in C
+        out = [item.strip(_LWS) for item in value.split(",")]
+    else:
+        out = _split_quoted(value)
+    return out if keep_empty else [item for item in out if item]
+
+
+def _split_quoted(value: str) -> list[str]:
     out: list[str] = []
     start = 0
     quoted = escaped = False
@@ -36,28 +119,37 @@ def split_header_values(value: str) -> list[str]:
         elif ch == ">":
             depth = max(0, depth - 1)
         elif ch == "," and depth == 0:
-            out.append(value[start:i].strip())
+            out.append(value[start:i].strip(_LWS))
             start = i + 1
-    out.append(value[start:].strip())
-    return [item for item in out if item]
+    out.append(value[start:].strip(_LWS))
+    return out
 
 
 def parse_params(text: str) -> Params:
-    """Parse ``;name=value;flag`` generic-params (RFC 3261 §25.1); values may be quoted."""
+    """Parse generic-params ``;name=value;flag`` (RFC 3261 §25.1; the leading ``;`` may be
+    omitted). Names are tokens; values are tokens, hosts or quoted strings (kept quoted);
+    LWS around ``;`` and ``=`` is dropped; an empty parameter (``;;``) is an error."""
+    text = text.strip(_LWS)
+    if not text:
+        return ()
+    items = _split_unquoted(text, ";")
+    if text[0] == ";":
+        items = items[1:]
     params: list[tuple[str, str | None]] = []
-    for item in _split_unquoted(text, ";"):
-        item = item.strip()
-        if not item:
-            continue
+    for item in items:
         name, eq, value = item.partition("=")
-        name = name.strip()
-        if not name:
-            raise SipParseError(f"empty parameter name in {text!r}")
-        params.append((name, value.strip() if eq else None))
+        name, value = name.strip(_LWS), value.strip(_LWS)
+        if not TOKEN_RE.fullmatch(name):
+            raise SipParseError(f"bad parameter name {name!r} in {text!r}")
+        if eq and not _GEN_VALUE_RE.fullmatch(value):
+            raise SipParseError(f"bad value for parameter {name!r} in {text!r}")
+        params.append((name, value if eq else None))
     return tuple(params)
 
 
 def _split_unquoted(text: str, sep: str) -> list[str]:
+    if '"' not in text:
+        return text.split(sep)
     parts: list[str] = []
     start = 0
     quoted = escaped = False
@@ -95,9 +187,21 @@ def has_param(params: Params, name: str) -> bool:
     return any(n.lower() == key for n, _ in params)
 
 
+def _replace_param(params: Params, name: str, value: str | None) -> Params:
+    key = name.lower()
+    if not any(n.lower() == key for n, _ in params):
+        return (*params, (name, value))
+    return tuple((n, value) if n.lower() == key else (n, v) for n, v in params)
+
+
 @dataclass(frozen=True)
 class Via:
-    """One via-parm: ``SIP/2.0/UDP host:port;branch=...;rport``."""
+    """One via-parm: ``SIP/2.0/UDP host:port;branch=...;rport`` (RFC 3261 §20.42).
+
+    ``transport`` is upper-cased; unknown transports are legal (RFC 4475 §3.1.1.10). Only
+    protocol ``SIP/2.0`` is accepted. ``host`` keeps IPv6 brackets; ``received`` may carry an
+    IPv6 address with or without them (RFC 5118 §4.5).
+    """
 
     transport: str
     host: str
@@ -106,13 +210,20 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
-        sent, _, rest = text.strip().partition(";")
-        proto, _, hostport = sent.strip().partition(" ")
-        pieces = [p.strip() for p in proto.split("/")]
-        if len(pieces) != 3 or not all(pieces) or not hostport.strip():
-            raise SipParseError(f"bad Via {text!r}")
-        host, port = _split_hostport(hostport.strip())
-        return cls(pieces[2].upper(), host, port, parse_params(rest) if rest else ())
+        semi = text.find(";")
+        head, params = (text, "") if semi < 0 else (text[:semi], text[semi:])
+        # sent-protocol: SLASH is SWS "/" SWS, then LWS before sent-by.
+        pieces = head.split("/", 2)
+        if len(pieces) != 3:
+            raise SipParseError(f"bad Via sent-protocol in {text!r}")
+        name, version = pieces[0].strip(_LWS), pieces[1].strip(_LWS)
+        if name.upper() != "SIP" or version != "2.0":
+            raise SipParseError(f"Via protocol is not SIP/2.0 in {text!r}")
+        transport, sent_by = _split_lws(pieces[2].strip(_LWS))
+        if not TOKEN_RE.fullmatch(transport) or not sent_by:
+            raise SipParseError(f"bad Via transport or sent-by in {text!r}")
+        host, port = _parse_sent_by(sent_by)
+        return cls(transport.upper(), host, port, parse_params(params))
 
     @property
     def branch(self) -> str | None:
@@ -127,32 +238,46 @@ class Via:
         """``""`` when the flag is present without a value, the port text when filled in."""
         return get_param(self.params, "rport")
 
+    def with_param(self, name: str, value: str | None) -> Via:
+        """A copy with ``name`` set (replaced in place, else appended): the transport adds
+        ``received`` and fills ``rport`` this way (RFC 3261 §18.2.1, RFC 3581 §4)."""
+        return Via(self.transport, self.host, self.port, _replace_param(self.params, name, value))
+
     def __str__(self) -> str:
-        hostport = self.host if self.port is None else f"{self.host}:{self.port}"
-        return f"SIP/2.0/{self.transport} {hostport}{format_params(self.params)}"
+        return f"SIP/2.0/{self.transport} {format_host(self.host, self.port)}" + format_params(
+            self.params
+        )
 
 
-def _split_hostport(text: str) -> tuple[str, int | None]:
+def _split_lws(text: str) -> tuple[str, str]:
+    """Split at the first run of SP/HTAB: ``("UDP", "host:5060")``."""
+    for i, ch in enumerate(text):
+        if ch in _LWS:
+            return text[:i], text[i:].strip(_LWS)
+    return text, ""
+
+
+def _parse_sent_by(text: str) -> tuple[str, int | None]:
+    # sent-by = host [ COLON port ], and COLON = SWS ":" SWS: drop LWS around the colon.
     if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise SipParseError(f"bad IPv6 reference {text!r}")
-        host, rest = text[: end + 1], text[end + 1 :].strip()
+        end = text.find("]") + 1
+        host, rest = text[:end], text[end:].strip(_LWS)
     else:
-        host, sep, rest = text.partition(":")
-        rest = sep + rest
-        host = host.strip()
-    if not rest:
-        return host, None
-    port_text = rest.lstrip(":").strip()
-    if not rest.startswith(":") or not port_text.isdigit() or int(port_text) > 65535:
-        raise SipParseError(f"bad port in {text!r}")
-    return host, int(port_text)
+        host, sep, port = text.partition(":")
+        host, rest = host.rstrip(_LWS), sep + port
+    if rest.startswith(":"):
+        rest = ":" + rest[1:].strip(_LWS)
+    return parse_hostport(host + rest)
 
 
 @dataclass(frozen=True)
 class NameAddr:
-    """``"Display" <uri>;tag=...`` or a bare addr-spec (From, To, Contact, Route, ...)."""
+    """``"Display" <uri>;tag=...`` or a bare addr-spec (From, To, Contact, Route, ...).
+
+    ``display_name`` is the decoded text (quoted-pairs resolved) or None. A bare addr-spec may
+    not hold ``,``, ``;`` or ``?`` (RFC 3261 §20.10): its ``;`` parameters are header
+    parameters. ``Contact: *`` is not a name-addr; callers test for it first.
+    """
 
     uri: Uri
     display_name: str | None = None
@@ -160,18 +285,39 @@ class NameAddr:
 
     @classmethod
     def parse(cls, text: str) -> NameAddr:
-        text = text.strip()
-        lt = text.find("<")
-        if lt >= 0:
-            gt = text.find(">", lt)
-            if gt < 0:
-                raise SipParseError(f"unclosed <> in {text!r}")
-            display = text[:lt].strip() or None
-            if display and display.startswith('"') and display.endswith('"') and len(display) > 1:
-                display = display[1:-1]
-            return cls(parse_uri(text[lt + 1 : gt]), display, parse_params(text[gt + 1 :]))
-        uri, _, params = text.partition(";")
-        return cls(parse_uri(uri.strip()), None, parse_params(params) if params else ())
+        text = text.strip(_LWS)
+        display: str | None = None
+        if text.startswith('"'):
+            match = _QUOTED_RE.match(text)
+            if match is None:
+                raise SipParseError(f"unterminated quoted display name in {text!r}")
+            display = _unquote(match.group())
+            lt = _skip_lws(text, match.end())
+            if not text.startswith("<", lt):
+                raise SipParseError(f"no <uri> after display name in {text!r}")
+        else:
+            lt = text.find("<")
+            if lt < 0:
+                return cls._parse_addr_spec(text)
+            display = _token_display_name(text[:lt])
+        gt = text.find(">", lt)
+        if gt < 0:
+            raise SipParseError(f"unclosed <> in {text!r}")
+        uri_text = text[lt + 1 : gt]
+        if uri_text != uri_text.strip(_LWS):  # RFC 4475 §3.1.2.14: no LWS inside <>
+            raise SipParseError(f"whitespace inside <> in {text!r}")
+        rest = text[gt + 1 :].lstrip(_LWS)
+        if rest and not rest.startswith(";"):
+            raise SipParseError(f"junk after <uri> in {text!r}")
+        return cls(parse_uri(uri_text), display or None, parse_params(rest))
+
+    @classmethod
+    def _parse_addr_spec(cls, text: str) -> NameAddr:
+        uri_text, _, params = text.partition(";")
+        uri_text = uri_text.rstrip(_LWS)
+        if "?" in uri_text or "," in uri_text:
+            raise SipParseError(f"URI with '?' or ',' must be enclosed in <>: {text!r}")
+        return cls(parse_uri(uri_text), None, parse_params(params))
 
     @property
     def tag(self) -> str | None:
@@ -182,35 +328,158 @@ class NameAddr:
         return NameAddr(self.uri, self.display_name, (*kept, ("tag", tag)))
 
     def __str__(self) -> str:
-        display = f'"{self.display_name}" ' if self.display_name else ""
+        display = f"{_quote(self.display_name)} " if self.display_name else ""
         return f"{display}<{self.uri}>{format_params(self.params)}"
+
+
+def _skip_lws(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in _LWS:
+        pos += 1
+    return pos
+
+
+def _token_display_name(text: str) -> str | None:
+    """display-name = *(token LWS): commas and other separators must be quoted (RFC 4475
+    §3.1.2.15 baddn)."""
+    text = text.strip(_LWS)
+    if text and not all(TOKEN_RE.fullmatch(word) for word in _LWS_RE.split(text)):
+        raise SipParseError(f"display name {text!r} must be quoted")
+    return text or None
+
+
+def _unquote(quoted: str) -> str:
+    inner = quoted[1:-1]
+    return re.sub(r"\\(.)", r"\1", inner, flags=re.S) if "\\" in inner else inner
+
+
+def _quote(text: str) -> str:
+    """A quoted-string for ``text``: ``"`` ``\\`` and control characters become quoted-pairs
+    (RFC 3261 §25.1); CR and LF cannot be carried at all and become spaces."""
+    out = []
+    for ch in text:
+        if ch in "\r\n":
+            out.append(" ")
+        elif ch in '"\\' or (ch < " " and ch != "\t") or ch == "\x7f":
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
 
 
 @dataclass(frozen=True)
 class CSeq:
+    """``CSeq: 4711 INVITE``; the number is below 2**31 (RFC 3261 §8.1.1.5)."""
+
     seq: int
     method: str
 
     @classmethod
     def parse(cls, text: str) -> CSeq:
-        parts = text.split()
-        if len(parts) != 2 or not parts[0].isdigit() or len(parts[0]) > 10:
+        match = _CSEQ_RE.fullmatch(text)
+        if match is None:
             raise SipParseError(f"bad CSeq {text!r}")
-        seq = int(parts[0])
-        if seq >= 2**31:  # RFC 3261 §8.1.1.5: less than 2**31
+        seq = int(match.group(1))
+        if seq >= 2**31:
             raise SipParseError(f"CSeq number out of range in {text!r}")
-        return cls(seq, parts[1])
+        return cls(seq, match.group(2))
 
     def __str__(self) -> str:
         return f"{self.seq} {self.method}"
 
 
+class Headers:
+    """An ordered, case-insensitive multi-map of header lines.
+
+    Each entry is one header *line* (after unfolding), its name in canonical form (compact
+    forms expanded). ``values(name)`` also splits comma-separated lists (outside quotes and
+    angle brackets) into single values, except for :data:`SINGLE_VALUE_HEADERS`.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str]] = [(canonical_name(n), v) for n, v in items]
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        key = canonical_name(name).lower()
+        return any(n.lower() == key for n, _ in self._items)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Headers) and self._items == other._items
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first line's value for ``name``, or ``default``."""
+        key = canonical_name(name).lower()
+        for n, v in self._items:
+            if n.lower() == key:
+                return v
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        """Every line's value for ``name``, in order (lists not split)."""
+        key = canonical_name(name).lower()
+        return [v for n, v in self._items if n.lower() == key]
+
+    def values(self, name: str) -> list[str]:
+        """Every value for ``name``: lines in order, comma-separated lists split."""
+        lines = self.get_all(name)
+        if canonical_name(name) in SINGLE_VALUE_HEADERS:
+            return lines
+        out: list[str] = []
+        for line in lines:
+            out.extend(split_header_values(line))
+        return out
+
+    def add(self, name: str, value: str) -> None:
+        self._items.append((canonical_name(name), value))
+
+    def prepend(self, name: str, value: str) -> None:
+        """Insert a line before any other (a new top Via, Record-Route)."""
+        self._items.insert(0, (canonical_name(name), value))
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every line of ``name`` with one line holding ``value`` (in the first's place)."""
+        cname = canonical_name(name)
+        key = cname.lower()
+        for i, (n, _) in enumerate(self._items):
+            if n.lower() == key:
+                self._items[i] = (cname, value)
+                self._items[i + 1 :] = [it for it in self._items[i + 1 :] if it[0].lower() != key]
+                return
+        self._items.append((cname, value))
+
+    def remove(self, name: str) -> None:
+        key = canonical_name(name).lower()
+        self._items = [it for it in self._items if it[0].lower() != key]
+
+    def copy(self) -> Headers:
+        new = Headers()
+        new._items = list(self._items)
+        return new
+
+
 __all__ = [
+    "COMPACT_FORMS",
+    "SINGLE_VALUE_HEADERS",
+    "TOKEN_RE",
     "CSeq",
+    "Headers",
     "NameAddr",
     "Params",
     "SipParseError",
     "Via",
+    "canonical_name",
     "format_params",
     "get_param",
     "has_param",
