@@ -122,19 +122,13 @@ a=rtpmap:31 LPC
 ORIGIN = Origin("callbridge", "42", 1, "192.0.2.10")
 CAPS = MediaCapabilities(address="192.0.2.10", port=20000)
 
-_VECTOR_DIRS = [
-    Path(__file__).parent / "vectors" / "rfc5118",
-    Path("/work/shared/vectors/rfc5118"),
-]
+VECTORS = Path(__file__).parent / "vectors"
 
 
-def rfc5118_body(name: str) -> bytes:
-    """The SDP body of an RFC 5118 message: everything after the blank line (the files'
-    Content-Length values undercount it, see the vectors' PROVENANCE.txt)."""
-    for directory in _VECTOR_DIRS:
-        if (directory / name).exists():
-            return (directory / name).read_bytes().split(b"\r\n\r\n", 1)[1]
-    pytest.skip(f"RFC 5118 vector {name} not available")
+def vector_body(name: str) -> bytes:
+    """The SDP body of a vector message: everything after the blank line (the RFC 5118 files'
+    Content-Length values undercount it, see their PROVENANCE.txt)."""
+    return (VECTORS / name).read_bytes().split(b"\r\n\r\n", 1)[1]
 
 
 # -- Parsing ----
@@ -201,7 +195,7 @@ def test_parses_a_chrome_offer_keeping_every_attribute() -> None:
 
 
 def test_parses_ipv6_addresses_in_sdp_rfc5118_4_6() -> None:
-    desc = SessionDescription.parse(rfc5118_body("ipv6-in-sdp.dat"))
+    desc = SessionDescription.parse(vector_body("rfc5118/ipv6-in-sdp.dat"))
     assert desc.origin == Origin("assistant", "971731711378798081", 0, "2001:db8::20", "IN", "IP6")
     assert desc.session_name == "Live video feed for today's meeting"
     assert desc.connection == Connection("2001:db8::20", "IN", "IP6")
@@ -216,7 +210,7 @@ def test_parses_ipv6_addresses_in_sdp_rfc5118_4_6() -> None:
 
 
 def test_parses_per_media_connections_rfc5118_4_8() -> None:
-    desc = SessionDescription.parse(rfc5118_body("mult-ip-in-sdp.dat"))
+    desc = SessionDescription.parse(vector_body("rfc5118/mult-ip-in-sdp.dat"))
     assert desc.session_name == ""
     assert desc.connection is None
     audio, video = desc.media
@@ -226,6 +220,16 @@ def test_parses_per_media_connections_rfc5118_4_8() -> None:
     assert answer.media.remote_address == "192.0.2.1"
     assert answer.media.remote_port == 22334
     assert [m.port for m in answer.answer.media] == [20000, 0]
+
+
+def test_parses_ipv4_mapped_ipv6_addresses_rfc5118_4_9() -> None:
+    desc = SessionDescription.parse(vector_body("rfc5118/ipv4-mapped-ipv6.dat"))
+    assert desc.origin.address == "::ffff:192.0.2.2"
+    assert desc.connection == Connection("::ffff:192.0.2.2", "IN", "IP6")
+
+
+def test_the_rfc4475_sdp01_body_matches_the_inline_sample() -> None:
+    assert SessionDescription.parse(vector_body("rfc4475/sdp01.dat")) == parse(RFC4475_SDP01)
 
 
 def test_media_connection_wins_over_session_connection() -> None:
@@ -593,7 +597,7 @@ def test_answer_keeps_every_m_line_in_order_and_rejects_the_others_with_port_0()
 
 
 def test_answer_copies_the_offers_time_and_uses_our_address_family() -> None:
-    offer = SessionDescription.parse(rfc5118_body("mult-ip-in-sdp.dat"))
+    offer = SessionDescription.parse(vector_body("rfc5118/mult-ip-in-sdp.dat"))
     offer = replace(offer, time=Timing(3338481189, 3370017201))
     caps = replace(CAPS, address="2001:db8::10")
     answer = negotiate(offer, caps, ORIGIN).answer
@@ -670,7 +674,7 @@ def test_srtp_and_webrtc_audio_are_not_acceptable() -> None:
 
 
 def test_the_rfc5118_ipv6_offer_has_no_codec_we_relay() -> None:
-    offer = SessionDescription.parse(rfc5118_body("ipv6-in-sdp.dat"))
+    offer = SessionDescription.parse(vector_body("rfc5118/ipv6-in-sdp.dat"))
     with pytest.raises(NotAcceptable):
         negotiate(offer, CAPS, ORIGIN)
     g711 = replace(offer, media=(replace(offer.media[0], formats=("0",)), offer.media[1]))
