@@ -1,0 +1,1 @@
+"""The asyncio edge: SIP transports, the user agent service and (later) call control."""
