@@ -9,8 +9,9 @@ allowed wherever RFC 3261 §25.1 puts SWS/LWS (around ``/`` in Via, ``;`` and ``
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 
 from callbridge.sip.errors import SipParseError
 from callbridge.sip.uri import Uri, format_host, parse_hostport, parse_uri
@@ -198,15 +199,17 @@ def _replace_param(params: Params, name: str, value: str | None) -> Params:
 class Via:
     """One via-parm: ``SIP/2.0/UDP host:port;branch=...;rport`` (RFC 3261 §20.42).
 
-    ``transport`` is upper-cased; unknown transports are legal (RFC 4475 §3.1.1.10). Only
-    protocol ``SIP/2.0`` is accepted. ``host`` keeps IPv6 brackets; ``received`` may carry an
-    IPv6 address with or without them (RFC 5118 §4.5).
+    ``transport`` is upper-cased; unknown transports are legal (RFC 4475 §3.1.1.10).
+    ``protocol`` is name/version as sent (LWS dropped): any tokens parse, so that a request
+    with ``SIP/7.0`` Vias can still be answered 505 (RFC 4475 §3.1.2.16). ``host`` keeps IPv6
+    brackets; ``received`` may carry an IPv6 address with or without them (RFC 5118 §4.5).
     """
 
     transport: str
     host: str
     port: int | None = None
     params: Params = ()
+    protocol: str = "SIP/2.0"
 
     @classmethod
     def parse(cls, text: str) -> Via:
@@ -217,13 +220,12 @@ class Via:
         if len(pieces) != 3:
             raise SipParseError(f"bad Via sent-protocol in {text!r}")
         name, version = pieces[0].strip(_LWS), pieces[1].strip(_LWS)
-        if name.upper() != "SIP" or version != "2.0":
-            raise SipParseError(f"Via protocol is not SIP/2.0 in {text!r}")
         transport, sent_by = _split_lws(pieces[2].strip(_LWS))
-        if not TOKEN_RE.fullmatch(transport) or not sent_by:
-            raise SipParseError(f"bad Via transport or sent-by in {text!r}")
+        if not all(TOKEN_RE.fullmatch(t) for t in (name, version, transport)) or not sent_by:
+            raise SipParseError(f"bad Via sent-protocol or sent-by in {text!r}")
         host, port = _parse_sent_by(sent_by)
-        return cls(transport.upper(), host, port, parse_params(params))
+        protocol = "SIP/2.0" if f"{name}/{version}".upper() == "SIP/2.0" else f"{name}/{version}"
+        return cls(transport.upper(), host, port, parse_params(params), protocol)
 
     @property
     def branch(self) -> str | None:
@@ -241,12 +243,12 @@ class Via:
     def with_param(self, name: str, value: str | None) -> Via:
         """A copy with ``name`` set (replaced in place, else appended): the transport adds
         ``received`` and fills ``rport`` this way (RFC 3261 §18.2.1, RFC 3581 §4)."""
-        return Via(self.transport, self.host, self.port, _replace_param(self.params, name, value))
+        params = _replace_param(self.params, name, value)
+        return Via(self.transport, self.host, self.port, params, self.protocol)
 
     def __str__(self) -> str:
-        return f"SIP/2.0/{self.transport} {format_host(self.host, self.port)}" + format_params(
-            self.params
-        )
+        hostport = format_host(self.host, self.port)
+        return f"{self.protocol}/{self.transport} {hostport}{format_params(self.params)}"
 
 
 def _split_lws(text: str) -> tuple[str, str]:
@@ -387,6 +389,12 @@ class CSeq:
         return f"{self.seq} {self.method}"
 
 
+@lru_cache(maxsize=1024)
+def _key(name: str) -> str:
+    """The lookup key of a header name: canonical form, lower-cased (cached: it is hot)."""
+    return canonical_name(name).lower()
+
+
 class Headers:
     """An ordered, case-insensitive multi-map of header lines.
 
@@ -395,10 +403,11 @@ class Headers:
     angle brackets) into single values, except for :data:`SINGLE_VALUE_HEADERS`.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_keys")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = [(canonical_name(n), v) for n, v in items]
+        self._keys: list[str] = [_key(n) for n, _ in self._items]
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._items)
@@ -407,10 +416,7 @@ class Headers:
         return len(self._items)
 
     def __contains__(self, name: object) -> bool:
-        if not isinstance(name, str):
-            return False
-        key = canonical_name(name).lower()
-        return any(n.lower() == key for n, _ in self._items)
+        return isinstance(name, str) and _key(name) in self._keys
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Headers) and self._items == other._items
@@ -420,16 +426,19 @@ class Headers:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first line's value for ``name``, or ``default``."""
-        key = canonical_name(name).lower()
-        for n, v in self._items:
-            if n.lower() == key:
-                return v
-        return default
+        key = _key(name)
+        if key not in self._keys:
+            return default
+        return self._items[self._keys.index(key)][1]
 
     def get_all(self, name: str) -> list[str]:
         """Every line's value for ``name``, in order (lists not split)."""
-        key = canonical_name(name).lower()
-        return [v for n, v in self._items if n.lower() == key]
+        key = _key(name)
+        return [item[1] for k, item in zip(self._keys, self._items, strict=True) if k == key]
+
+    def count(self, name: str) -> int:
+        """How many lines ``name`` has."""
+        return self._keys.count(_key(name))
 
     def values(self, name: str) -> list[str]:
         """Every value for ``name``: lines in order, comma-separated lists split."""
@@ -443,29 +452,36 @@ class Headers:
 
     def add(self, name: str, value: str) -> None:
         self._items.append((canonical_name(name), value))
+        self._keys.append(_key(name))
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a line before any other (a new top Via, Record-Route)."""
         self._items.insert(0, (canonical_name(name), value))
+        self._keys.insert(0, _key(name))
 
     def set(self, name: str, value: str) -> None:
         """Replace every line of ``name`` with one line holding ``value`` (in the first's place)."""
-        cname = canonical_name(name)
-        key = cname.lower()
-        for i, (n, _) in enumerate(self._items):
-            if n.lower() == key:
-                self._items[i] = (cname, value)
-                self._items[i + 1 :] = [it for it in self._items[i + 1 :] if it[0].lower() != key]
-                return
-        self._items.append((cname, value))
+        key = _key(name)
+        if key not in self._keys:
+            self.add(name, value)
+            return
+        first = self._keys.index(key)
+        self._items[first] = (canonical_name(name), value)
+        self._keep(lambda i, k: i <= first or k != key)
 
     def remove(self, name: str) -> None:
-        key = canonical_name(name).lower()
-        self._items = [it for it in self._items if it[0].lower() != key]
+        key = _key(name)
+        self._keep(lambda _, k: k != key)
+
+    def _keep(self, keep: Callable[[int, str], bool]) -> None:
+        kept = [i for i, k in enumerate(self._keys) if keep(i, k)]
+        self._items = [self._items[i] for i in kept]
+        self._keys = [self._keys[i] for i in kept]
 
     def copy(self) -> Headers:
         new = Headers()
         new._items = list(self._items)
+        new._keys = list(self._keys)
         return new
 
 

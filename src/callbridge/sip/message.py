@@ -299,8 +299,7 @@ def _parse_start_line(line: str) -> _StartLine:
     if len(parts) != 3 or not TOKEN_RE.fullmatch(parts[0]):
         raise SipParseError(f"bad request line {line[:80]!r}")
     _check_version(parts[2])
-    parse_uri(parts[1])
-    return ("request", parts[0], parts[1])
+    return ("request", parts[0], parts[1])  # the URI is checked by _validate
 
 
 def _check_version(version: str) -> None:
@@ -334,8 +333,10 @@ def _build(start_line: _StartLine, headers: Headers, body: bytes) -> Message:
 
 def _validate(message: Message) -> None:
     headers = message.headers
+    if isinstance(message, Request):
+        message.request_uri  # noqa: B018 - parsed for validation and remembered
     for name in _UNIQUE:
-        if len(headers.get_all(name)) > 1:
+        if headers.count(name) > 1:
             raise SipParseError(f"more than one {name} header")
     for line in headers.get_all("Via"):
         for value in split_header_values(line, keep_empty=True):
