@@ -12,6 +12,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
+from typing import cast
 
 from callbridge.sip.errors import SipParseError
 from callbridge.sip.message import Message, StreamParser
@@ -31,8 +32,8 @@ class UdpTransport(asyncio.DatagramProtocol):
         self.send_errors = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        # (Python 3.11's selector datagram transport does not subclass DatagramTransport.)
+        self.transport = cast(asyncio.DatagramTransport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 0)
