@@ -215,6 +215,21 @@ def test_timer_d_absorbs_retransmitted_finals_by_acking_again() -> None:
     h.finish()
 
 
+def test_a_2xx_after_a_failure_still_reaches_the_tu() -> None:
+    """A fork answered after another branch failed: only the TU can ACK and BYE it."""
+    h = Harness()
+    invite = make_request()
+    tx = h.send(invite, 0.0)
+    h.layer.receive(reply(invite, 486, "Busy Here", to_tag="fork1"), TRUNK, 0.1)
+    h.events()
+    h.sent()
+    ok = reply(invite, 200, "OK", to_tag="fork2")
+    h.layer.receive(ok, TRUNK, 0.2)
+    assert h.events() == [ResponseReceived(tx, ok)]
+    assert h.sent() == [] and tx.state is TransactionState.COMPLETED
+    h.finish()
+
+
 def test_accepted_state_passes_2xx_retransmissions_up_until_timer_m() -> None:
     h = Harness()
     invite = make_request()

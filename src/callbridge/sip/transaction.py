@@ -13,16 +13,11 @@ in through ``receive``/``send_request``/``send_response``/``cancel`` with the cu
 ``handle_timer(now)`` fires what is due; what comes out is read with ``next_event()``,
 ``datagrams_to_send()`` and ``get_timer()``. It never reads a clock and never sends anything.
 
-Events, all frozen dataclasses, in the order they happened:
-
-- :class:`ResponseReceived` a client transaction passes a response up;
-- :class:`RequestReceived`  a new request (with its server transaction), or an ACK that matches
-  none (the ACK for a 2xx belongs to the dialog, §17.1.1.3);
-- :class:`StrayResponse`    a response that matches no client transaction (2xx retransmissions
-  and forks after the INVITE transaction ended, RFC 6026 §8.4);
-- :class:`TransactionTimeout` Timer B, F or H ended a transaction without its answer (or the
-  §9.1 wait after a CANCEL);
-- :class:`TransactionTerminated` exactly once per transaction, when it leaves the layer.
+Events (frozen dataclasses, in order): ResponseReceived; RequestReceived (a new request with
+its server transaction, or an ACK matching none: the ACK for a 2xx is the dialog's); a
+StrayResponse matching no client transaction (a 2xx retransmitted or forked after the INVITE
+transaction ended, RFC 6026 §8.4); TransactionTimeout (Timer B, F or H, or the §9.1 wait after
+a CANCEL); TransactionTerminated, exactly once per transaction, as it leaves the layer.
 """
 
 from __future__ import annotations
@@ -98,6 +93,8 @@ class Action(enum.Enum):
 
 @dataclass(frozen=True)
 class Transition:
+    """One cell of a table: where an input leads and what happens on the way."""
+
     target: TransactionState
     actions: tuple[Action, ...] = ()
     #: Timers started by this transition, each at its initial duration.
@@ -111,6 +108,8 @@ Table = dict[TransactionState, dict[Input | Timer, Transition]]
 
 @dataclass(frozen=True)
 class Machine:
+    """One of the four §17 machines: its first state, the timers it starts with, its table."""
+
     name: str
     initial: TransactionState
     start: tuple[Timer, ...]
@@ -253,7 +252,8 @@ class ClientTransaction(_Transaction):
         self.key = key
         #: The last response passed up to the TU.
         self.last_response: Response | None = None
-        self._request_bytes = request.serialize()
+        #: What a retransmission sends, and where.
+        self._resend = (request.serialize(), destination)
         self._ack_bytes: bytes | None = None
         self._cancel_requested = False
 
@@ -267,7 +267,7 @@ class ServerTransaction(_Transaction):
         self.response_destination = _response_destination(request, source, reliable)
         #: The last response sent (the 100 Trying, until the TU sends one).
         self.last_response: Response | None = None
-        self._response_bytes = b""
+        self._resend = (b"", self.response_destination)
 
 
 Transaction = ClientTransaction | ServerTransaction
@@ -351,8 +351,8 @@ class TransactionLayer:
             raise ValueError(f"a client transaction for {key} is already running")
         tx = ClientTransaction(request, destination, reliable, key)
         self._clients[key] = tx
-        self._outbox.append((tx._request_bytes, destination))
-        self._begin(tx, now)
+        self._outbox.append(tx._resend)
+        self._start_timers(tx, tx.machine.start, now)
         return tx
 
     def cancel(self, invite: ClientTransaction, now: float) -> None:
@@ -430,7 +430,6 @@ class TransactionLayer:
         self._events.append(RequestReceived(tx, request, source, cancelled))
         if tx.is_invite:  # §17.2.1: answer at once so the client stops retransmitting
             self._set_response(tx, _trying(request))
-        self._begin(tx, now)
 
     def _match_ack(self, ack: Request) -> ServerTransaction | None:
         """§17.2.3: an ACK matches the INVITE transaction whose final it acknowledges."""
@@ -466,9 +465,6 @@ class TransactionLayer:
 
     # -- the machines ----------------------------------------------------------------------------
 
-    def _begin(self, tx: Transaction, now: float) -> None:
-        self._start_timers(tx, tx.machine.start, now)
-
     def _dispatch(self, tx: Transaction, stimulus: _Stimulus) -> None:
         transition = tx.machine.table.get(tx.state, {}).get(stimulus.input)
         if transition is None:
@@ -483,8 +479,7 @@ class TransactionLayer:
         else:
             self._start_timers(tx, transition.start, stimulus.now)
 
-    def _start_timers(self, tx: Transaction,
-                      timers: tuple[Timer, ...], now: float) -> None:
+    def _start_timers(self, tx: Transaction, timers: tuple[Timer, ...], now: float) -> None:
         due_now = []
         for timer in timers:
             duration = initial_duration(timer, self.timers, tx.reliable)
@@ -506,8 +501,7 @@ class TransactionLayer:
             del self._servers[tx.key]
         self._events.append(TransactionTerminated(tx))
 
-    def _run(self, action: Action, tx: Transaction,
-             stimulus: _Stimulus) -> None:
+    def _run(self, action: Action, tx: Transaction, stimulus: _Stimulus) -> None:
         match action:
             case Action.PASS_UP:
                 self._pass_up(tx, stimulus)
@@ -519,7 +513,7 @@ class TransactionLayer:
                 if tx._cancel_requested:
                     self._send_cancel(tx, stimulus.now)
             case Action.RETRANSMIT:
-                self._retransmit(tx)
+                self._outbox.append(tx._resend)
             case Action.BACK_OFF | Action.HOLD_AT_T2:
                 assert isinstance(stimulus.input, Timer)
                 self._restart(tx, stimulus.input, action, stimulus.now)
@@ -541,24 +535,16 @@ class TransactionLayer:
             assert isinstance(message, Request) and stimulus.source is not None
             self._events.append(RequestReceived(tx, message, stimulus.source))
 
-    def _retransmit(self, tx: Transaction) -> None:
-        if isinstance(tx, ClientTransaction):
-            self._outbox.append((tx._request_bytes, tx.destination))
-        else:
-            self._outbox.append((tx._response_bytes, tx.response_destination))
-
     def _restart(self, tx: Transaction, timer: Timer, action: Action, now: float) -> None:
-        if action is Action.HOLD_AT_T2:
-            interval = self.timers.t2
-        else:
-            interval = backoff(timer, tx._intervals[timer], self.timers)
+        held = action is Action.HOLD_AT_T2
+        interval = self.timers.t2 if held else backoff(timer, tx._intervals[timer], self.timers)
         tx._intervals[timer] = interval
         self._timer_queue.arm(tx, timer, now + interval)
 
     def _set_response(self, tx: ServerTransaction, response: Response) -> None:
         tx.last_response = response
-        tx._response_bytes = response.serialize()
-        self._outbox.append((tx._response_bytes, tx.response_destination))
+        tx._resend = (response.serialize(), tx.response_destination)
+        self._outbox.append(tx._resend)
 
     def _send_ack(self, tx: ClientTransaction, stimulus: _Stimulus) -> None:
         if tx._ack_bytes is None:
