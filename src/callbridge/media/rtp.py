@@ -44,12 +44,15 @@ _CSRC_STRUCTS = tuple(struct.Struct(f"!{n}I") for n in range(MAX_CSRC + 1))
 _RTCP_TYPE_MIN = 192
 _RTCP_TYPE_MAX = 223
 
+_TOO_SHORT = "RTP packet is shorter than the 12-byte header"
+_RTCP_ON_RTP_PORT = "RTCP packet on the RTP port (RFC 5761)"
+
 
 class RtpError(ValueError):
     """A datagram that is not a well-formed RTP packet, or a packet that cannot be sent."""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class HeaderExtension:
     """The header extension (RFC 3550 §5.3.1): a 16-bit profile word and 32-bit-word data.
 
@@ -168,14 +171,14 @@ def _check_fixed_header(data: bytes) -> tuple[int, int, int, int, int]:
     """Unpack the 12 fixed octets, refusing short datagrams, other versions and RTCP."""
     if len(data) < HEADER_SIZE:
         if is_rtcp(data):  # an RTCP RR without report blocks is 8 bytes
-            raise RtpError("RTCP packet on the RTP port (RFC 5761)")
-        raise RtpError("RTP packet is shorter than the 12-byte header")
+            raise RtpError(_RTCP_ON_RTP_PORT)
+        raise RtpError(_TOO_SHORT)
     fields: tuple[int, int, int, int, int] = _HEADER.unpack_from(data)
     b0, b1 = fields[0], fields[1]
     if b0 >> 6 != RTP_VERSION:
         raise RtpError(f"RTP packet has version {b0 >> 6}, expected 2")
     if _RTCP_TYPE_MIN <= b1 <= _RTCP_TYPE_MAX:
-        raise RtpError("RTCP packet on the RTP port (RFC 5761)")
+        raise RtpError(_RTCP_ON_RTP_PORT)
     return fields
 
 
@@ -231,13 +234,13 @@ def rewrite_header(
     """
     length = len(data)
     if length < HEADER_SIZE:
-        raise RtpError("RTP packet is shorter than the 12-byte header")
+        raise RtpError(_TOO_SHORT)
     b0 = data[0]
     b1 = data[1]
     if b0 >> 6 != RTP_VERSION:
         raise RtpError(f"RTP packet has version {b0 >> 6}, expected 2")
     if _RTCP_TYPE_MIN <= b1 <= _RTCP_TYPE_MAX:
-        raise RtpError("RTCP packet on the RTP port (RFC 5761)")
+        raise RtpError(_RTCP_ON_RTP_PORT)
     if length > len(buf):
         raise RtpError("RTP packet does not fit the output buffer")
     if marker is None:
