@@ -1,1 +1,1 @@
-"""Media: RTP, G.711, telephone-events, jitter, mixing and tones (pure); relay and ports (asyncio)."""
+"""Media: RTP, G.711, telephone-events, jitter, mixing, tones (pure); relay, ports (asyncio)."""
