@@ -1,0 +1,1 @@
+"""Recordings: the call recorder (frames -> stereo WAV), naming, and repair after a crash."""
