@@ -48,14 +48,6 @@ def test_a_well_formed_options_is_answered_at_its_via_port() -> None:
     assert replies(options("192.0.2.7:5064;branch=z9hG4bKok")) == [(200, 5064)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Via sent-by port 0 is taken for 'no port': `via.port or 5060` in "
-        "transaction._response_destination and useragent._response_destination sends the reply "
-        "to port 5060, a port the client never named; port 0 leaves no route: drop and count"
-    ),
-)
 @pytest.mark.parametrize(
     "datagram",
     [
@@ -98,25 +90,11 @@ def test_badinv01_gets_400() -> None:
     assert replies(datagram, ("192.0.2.15", 5060)) == [(400, 5060)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "out-of-dialog OPTIONS skips useragent._precheck: a Request-URI scheme we do not "
-        "support is answered 200, not 416 (RFC 3261 §8.2.2.1; RFC 4475 §3.3.2, §3.3.3)"
-    ),
-)
 @pytest.mark.parametrize("name", ["unkscm.dat", "novelsc.dat"])
 def test_options_with_unsupported_uri_scheme_gets_416(name: str) -> None:
     assert replies((RFC4475 / name).read_bytes()) == [(416, 5060)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "out-of-dialog OPTIONS skips useragent._precheck: Require naming extensions we do not "
-        "support is answered 200, not 420 (RFC 3261 §8.2.2.3; RFC 4475 §3.3.5)"
-    ),
-)
 def test_options_requiring_unsupported_extensions_gets_420() -> None:
     # bext01's Via says TLS with no port: the stateful reply goes to 5061.
     assert replies((RFC4475 / "bext01.dat").read_bytes()) == [(420, 5061)]

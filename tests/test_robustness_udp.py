@@ -389,9 +389,6 @@ SENT_AT: dict[str, float] = {}
 #: Deviations the regression tests reproduce; the marker goes when the fix lands.
 KNOWN_BUGS = {
     "badinv01.dat": "no 400 although the sent-by routes it: test_badinv01_gets_400",
-    "bext01.dat": "200, not 420: test_options_requiring_unsupported_extensions_gets_420",
-    "novelsc.dat": "200, not 416: test_options_with_unsupported_uri_scheme_gets_416",
-    "unkscm.dat": "200, not 416: test_options_with_unsupported_uri_scheme_gets_416",
 }
 
 
@@ -500,18 +497,9 @@ VIA_CASES = {
     ),
 }
 BAD_DESTINATION = re.compile(r"send to (255\.255\.255\.255|22[4-9]\.|23\d\.|\S+:0 )")
-PORT_0_BUG = pytest.mark.xfail(
-    strict=True, reason=("answered at port 5060 instead of dropped: test_via_port_0_gets_no_reply")
-)
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(c, marks=PORT_0_BUG) if c in ("Via port 0", "INVITE Via port 0") else c
-        for c in sorted(VIA_CASES)
-    ],
-)
+@pytest.mark.parametrize("case", sorted(VIA_CASES))
 def test_broadcast_multicast_and_port_0_vias_never_used(
     server: Server, baseline: Baseline, client: Client, case: str
 ) -> None:

@@ -264,7 +264,7 @@ class ServerTransaction(_Transaction):
         super().__init__(request, reliable, SERVER_INVITE if invite else SERVER_NON_INVITE)
         self.source = source
         self.key = key
-        self.response_destination = _response_destination(request, source, reliable)
+        self.response_destination = response_destination(request, source, reliable)
         #: The last response sent (the 100 Trying, until the TU sends one).
         self.last_response: Response | None = None
         self._resend = (b"", self.response_destination)
@@ -642,7 +642,7 @@ def _stamp_via(request: Request, source: Address) -> None:
         request.headers.prepend("Via", line)
 
 
-def _response_destination(request: Request, source: Address, reliable: bool) -> Address:
+def response_destination(request: Request, source: Address, reliable: bool) -> Address:
     """§18.2.2 with RFC 3581. Reliable: back over the connection it came on. Otherwise the
     address is the packet's source either way (``received`` names it, and when it is absent
     the sent-by host *is* the source, §18.2.1); the port is the source port when the client
@@ -653,7 +653,8 @@ def _response_destination(request: Request, source: Address, reliable: bool) -> 
     if via.rport is not None:
         return source
     default = 5061 if via.transport == "TLS" else 5060
-    return (source[0], via.port or default)
+    # An explicit port 0 stays 0: the sender is refused by is_sendable (never "no port").
+    return (source[0], default if via.port is None else via.port)
 
 
 __all__ = [
@@ -673,4 +674,5 @@ __all__ = [
     "TransactionTimeout",
     "build_ack",
     "build_cancel",
+    "response_destination",
 ]

@@ -47,6 +47,7 @@ from callbridge.sip.transaction import (
     TransactionLayer,
     TransactionTerminated,
     TransactionTimeout,
+    response_destination,
 )
 from callbridge.sip.uri import SipUri, TelUri, parse_uri
 
@@ -219,6 +220,7 @@ class UserAgent:
     def __init__(self, config: UserAgentConfig, *, token: Callable[[], str]) -> None:
         self.config = config
         self._token = token
+        self._reliable = config.transport == "TCP"
         self._transactions = TransactionLayer(config.timers)
         self._legs: dict[str, _Leg] = {}
         self._by_invite: dict[int, _Leg] = {}  #: id(client INVITE transaction) -> leg
@@ -250,14 +252,14 @@ class UserAgent:
         if problem is not None:
             self.stats["dropped"] += 1
             if isinstance(message, Request) and message.method != "ACK":
-                self._reply_stateless(message, 400, source, problem)
+                self._reply_stateless(message, 400, source, problem, reliable)
             return
         try:
             self._transactions.receive(message, source, now, reliable=reliable)
         except SipParseError as exc:
             self.stats["parse_errors"] += 1
             if isinstance(message, Request) and message.method != "ACK":
-                self._reply_stateless(message, exc.status, source, str(exc))
+                self._reply_stateless(message, exc.status, source, str(exc), reliable)
             return
         self._drain_transaction_events(now)
 
@@ -319,7 +321,7 @@ class UserAgent:
         flow = auth.auth_flow(request) if auth else None
         if flow is not None:
             request = next(flow)
-        tx = self._transactions.send_request(request, destination, now)
+        tx = self._send(request, destination, now)
         leg = _Leg(leg_id, request, destination, tx, sdp, flow, auth)
         self._legs[leg_id] = leg
         self._by_invite[id(tx)] = leg
@@ -361,7 +363,7 @@ class UserAgent:
             headers=(("Contact", self.config.contact),),
         )
         request = self._preauthorize(leg, request)
-        leg.reinvite = self._transactions.send_request(request, self._next_hop(leg), now)
+        leg.reinvite = self._send(request, self._next_hop(leg), now)
         self._reinvites[id(leg.reinvite)] = leg
 
     def ping(self, ping_id: str, *, request_uri: str, destination: Address, now: float) -> None:
@@ -375,7 +377,7 @@ class UserAgent:
         h.add("CSeq", "1 OPTIONS")
         h.add("Accept", "application/sdp")
         h.add("User-Agent", self.config.user_agent)
-        tx = self._transactions.send_request(Request("OPTIONS", request_uri, h), destination, now)
+        tx = self._send(Request("OPTIONS", request_uri, h), destination, now)
         self._pings[id(tx)] = ping_id
 
     # -- transaction events -----------------------------------------------------------------
@@ -462,7 +464,7 @@ class UserAgent:
             if retry is not None:
                 del self._by_invite[id(tx)]
                 leg.invite = retry
-                leg.transaction = self._transactions.send_request(retry, leg.destination, now)
+                leg.transaction = self._send(retry, leg.destination, now)
                 self._by_invite[id(leg.transaction)] = leg
                 return
         if leg.cancel_requested and response.status == 487:
@@ -558,14 +560,14 @@ class UserAgent:
                                         transport=self.config.transport)
         request = self._preauthorize(leg, request)
         dialog.state = DialogState.TERMINATED
-        return self._transactions.send_request(request, self._dialog_hop(leg, dialog), now)
+        return self._send(request, self._dialog_hop(leg, dialog), now)
 
     def _on_bye_response(self, leg: _Leg, tx: ClientTransaction, response: Response,
                          now: float) -> None:
         if response.status in (401, 407) and leg.auth is not None and leg.dialog is not None:
             retry = self._authorized_retry(leg, tx.request, response)
             if retry is not None:
-                new_tx = self._transactions.send_request(retry, self._next_hop(leg), now)
+                new_tx = self._send(retry, self._next_hop(leg), now)
                 self._byes[id(new_tx)] = leg
                 return
         self._events.append(HungUp(leg.leg_id, response.status))
@@ -606,15 +608,15 @@ class UserAgent:
             # §9.2: we answer every INVITE at once, so a CANCEL never changes anything.
             self._respond(tx, request, 200 if event.cancelled is not None else 481, now)
             return
-        if leg is None or leg.dialog is None:
-            self._out_of_dialog(tx, request, now)
-            return
-        if source[0] not in self.config.trusted_sources:
+        if leg is not None and source[0] not in self.config.trusted_sources:
             self._respond(tx, request, 403, now, reason="Forbidden (untrusted source)")
             return
         refusal = _precheck(request)
         if refusal is not None:
             self._respond(tx, request, refusal[0], now, headers=refusal[1])
+            return
+        if leg is None or leg.dialog is None:
+            self._out_of_dialog(tx, request, now)
             return
         if not leg.dialog.check_remote_cseq(request):
             self._respond(tx, request, 500, now, reason="CSeq Out of Order")
@@ -740,11 +742,11 @@ class UserAgent:
         return response
 
     def _reply_stateless(self, request: Request, status: int, source: Address,
-                         reason: str | None = None) -> None:
+                         reason: str | None = None, reliable: bool = False) -> None:
         try:
             response = make_response(request, status, _short_reason(status, reason),
                                      to_tag=self._token())
-            destination = _response_destination(request, source)
+            destination = response_destination(request, source, reliable)
         except SipParseError:
             self.stats["dropped"] += 1
             return
@@ -756,6 +758,10 @@ class UserAgent:
             self.stats["dropped"] += 1
             return
         self._reply_stateless(request, exc.status, source, str(exc))
+
+    def _send(self, request: Request, destination: Address, now: float) -> ClientTransaction:
+        return self._transactions.send_request(request, destination, now,
+                                               reliable=self._reliable)
 
     def _capabilities(self) -> tuple[tuple[str, str], ...]:
         return (("Allow", ALLOWED_METHODS), ("Accept", "application/sdp"))
@@ -804,14 +810,6 @@ def is_sendable(address: Address) -> bool:
 
 
 _LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
-
-
-def _response_destination(request: Request, source: Address) -> Address:
-    """§18.2.2 with RFC 3581 for a stateless reply over UDP."""
-    via = request.top_via
-    if via.rport is not None:
-        return source
-    return (source[0], via.port or 5060)
 
 
 def _missing_mandatory(message: Message) -> str | None:
