@@ -19,8 +19,9 @@ How it plays out:
   ``max_depth`` frames of delay the oldest frames are dropped down to ``depth``.
 - A packet for a slot already played is late and dropped; a second copy of a frame is a
   duplicate and dropped. A change of SSRC, a timestamp jump of more than ``resync_frames``,
-  or a run of late packets (the sender's clock stepped back) restarts the buffer on the new
-  timing (RFC 3550 §5.1: timestamps are only comparable within one SSRC's media clock).
+  or a run of packets for slots already gone by (the sender's clock stepped back) restarts
+  the buffer on the new timing (RFC 3550 §5.1: timestamps only compare within one SSRC's
+  media clock).
 
 Timestamps are 32-bit and wrap (RFC 3550 §5.1); they are unwrapped onto an unbounded integer
 line near the newest one seen, so ordering is right across the wrap. The buffer never reads a
@@ -74,9 +75,11 @@ class JitterStats:
     concealed: int = 0
     #: Buffered frames dropped to bring the delay back down to ``depth``.
     overflow: int = 0
+    #: Buffered frames discarded unplayed by a resync (they belong to the old timing).
+    flushed: int = 0
     #: Times the buffer ran dry while playing and went back to prefetch.
     underruns: int = 0
-    #: Restarts on an SSRC change, a timestamp jump or a run of late packets.
+    #: Restarts on an SSRC change, a timestamp jump or a run of packets for past slots.
     resyncs: int = 0
     #: RFC 3550 §6.4.1 interarrival jitter estimate, in seconds.
     jitter: float = 0.0
@@ -109,7 +112,7 @@ class JitterBuffer:
         self._resync_span = resync_frames * samples_per_frame
         self._clock_rate = clock_rate
         self._counts: dict[str, int] = dict.fromkeys(
-            ("received", "late", "duplicate", "lost", "concealed", "overflow"), 0
+            ("received", "late", "duplicate", "lost", "concealed", "overflow", "flushed"), 0
         )
         self._counts.update(underruns=0, resyncs=0)
         self._jitter = 0.0  # RFC 3550 J, in timestamp units
@@ -183,6 +186,7 @@ class JitterBuffer:
     def _resync(self, timestamp: int) -> int:
         """Start over on the new timing; returns the packet's timestamp on the new line."""
         self._counts["resyncs"] += 1
+        self._counts["flushed"] += len(self._frames)
         self._reset_stream()
         return timestamp
 
