@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -192,8 +193,8 @@ class Sipp:
         self._fixed_port = port
         self.port = port or 0
         self._own_dir = log_dir is None
-        self.log_dir = Path(tempfile.mkdtemp(prefix="sipp-")) if log_dir is None else log_dir
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        # A temporary directory is made when SIPp starts and removed once it has exited.
+        self.log_dir = log_dir or Path(tempfile.gettempdir(), f"sipp-{secrets.token_hex(6)}")
         self._proc: subprocess.Popen[bytes] | None = None
         self._texts: dict[str, str] | None = None
         self.stopped = False
@@ -238,6 +239,7 @@ class Sipp:
     def _spawn(self) -> None:
         if self._fixed_port is None:
             self.port = free_udp_port(self.host)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self._path("screen"), "wb") as screen:
             self._proc = subprocess.Popen(
                 self.command,
@@ -248,7 +250,7 @@ class Sipp:
             )
 
     def _startup_state(self) -> str:
-        """ "ready", "waiting", or "retry" (the picked port was taken meanwhile)."""
+        """Where startup stands: "ready", "waiting", or "retry" (the picked port was taken)."""
         assert self._proc is not None
         code = self._proc.poll()
         if code is None:

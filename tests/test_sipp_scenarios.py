@@ -11,11 +11,13 @@ import shutil
 import socket
 from collections.abc import Mapping
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 
-from sipp import Sipp, SippMessage, parse_message_log, sipp_uac
+from sipp import SCENARIO_DIR, Sipp, SippMessage, parse_message_log, sipp_uac
 
 pytestmark = [
     pytest.mark.sipp,
@@ -308,3 +310,33 @@ def test_message_log_parsing_keeps_each_message_intact() -> None:
     assert ok.header("CSeq") == "2 BYE"
     assert ok.body == "v=0\r\n"
     assert gap(bye, ok) == timedelta(microseconds=8128)
+
+
+TRUNK_SCENARIOS = sorted(SCENARIO_DIR.glob("uas_*.xml"))
+
+
+@pytest.mark.parametrize("path", TRUNK_SCENARIOS, ids=lambda p: p.name)
+def test_trunk_scenario_keeps_the_conventions(path: Path) -> None:
+    """Answers pings, stops SIPp itself, fails fast, documents its parameters."""
+    steps = list(ElementTree.parse(path).getroot())
+    recvs = [s for s in steps if s.tag == "recv"]
+    assert recvs[0].attrib == {"request": "OPTIONS", "optional": "true", "next": "options"}
+    assert recvs[1].get("request") == "INVITE"
+    labels = {s.get("id") for s in steps if s.tag == "label"}
+    assert {"options", "end"} <= labels
+    assert "stop_gracefully" in path.read_text()
+    # After the INVITE, a missing message must fail the call at -recv_timeout.
+    waits = [r for r in recvs[2:] if r.get("optional") != "true" and "timeout" not in r.attrib]
+    assert all(r.get("ontimeout") == "fail" for r in waits)
+    assert "fail" in labels or not waits
+    readme = (SCENARIO_DIR / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith(f"| `{path.name}` |"))
+    for variables in (s.get("variables", "") for s in steps if s.tag == "Global"):
+        assert all(f"`{name}`" in row for name in variables.split(","))
+
+
+def test_every_trunk_scenario_has_a_selftest() -> None:
+    names = {p.name for p in TRUNK_SCENARIOS}
+    assert len(names) == 9
+    tested = Path(__file__).read_text()
+    assert all(f'"{name}"' in tested for name in names)
