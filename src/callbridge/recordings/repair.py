@@ -68,11 +68,9 @@ class WavLayout:
     data_size: int
 
     def matches(self, file_size: int) -> bool:
-        """Whether the header's sizes agree with a file of ``file_size`` bytes.
-
-        A finished file's RIFF chunk covers the whole file; ``data`` may be followed by other
-        chunks but never runs past the end.
-        """
+        """Whether the header's sizes fit a file of ``file_size`` bytes: the RIFF chunk
+        covers the whole file and ``data`` does not run past its end (other chunks may follow
+        it; `repair_wav` also checks that they are chunks, not unaccounted audio)."""
         return self.riff_size + 8 == file_size and self.data_offset + self.data_size <= file_size
 
 
@@ -118,7 +116,7 @@ def repair_wav(path: Path) -> bool:
     try:
         file_size = os.fstat(fd).st_size
         layout = read_layout(os.pread(fd, HEADER_READ_LIMIT, 0))
-        if layout.matches(file_size):
+        if layout.matches(file_size) and _only_chunks_follow(fd, layout, file_size):
             return False
         audio = file_size - layout.data_offset
         audio -= audio % layout.block_align
@@ -128,6 +126,22 @@ def repair_wav(path: Path) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def _only_chunks_follow(fd: int, layout: WavLayout, file_size: int) -> bool:
+    """Whether whatever follows the data chunk is whole chunks (a finished file may end with
+    LIST or id3 chunks) rather than audio a crash left beyond the header's data size."""
+    offset = layout.data_offset + layout.data_size + (layout.data_size & 1)
+    if file_size - offset > HEADER_READ_LIMIT:
+        return False
+    tail = os.pread(fd, file_size - offset, offset)
+    offset = 0
+    while offset + _CHUNK_HEADER.size <= len(tail):
+        chunk_id, size = _CHUNK_HEADER.unpack_from(tail, offset)
+        if not all(0x20 <= byte <= 0x7E for byte in chunk_id):  # a FourCC is printable
+            return False
+        offset += _CHUNK_HEADER.size + size + (size & 1)
+    return offset == len(tail)
 
 
 def repair_recordings(directory: str | Path) -> list[Path]:
