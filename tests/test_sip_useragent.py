@@ -198,6 +198,17 @@ def test_cancel_waits_for_a_provisional_then_ends_cancelled(h: Harness) -> None:
     assert h.ua.leg_count == 0
 
 
+def test_a_2xx_crossing_our_cancel_is_acked_and_hung_up(h: Harness) -> None:
+    invite = h.invite()
+    h.feed(respond(invite, 180))
+    h.ua.cancel("leg1", h.now)
+    assert [m.method for m, _ in h.sent() if isinstance(m, Request)] == ["CANCEL"]
+    answer(h, invite)  # the far end answered before our CANCEL reached it (§9.1)
+    assert [m.method for m, _ in h.sent() if isinstance(m, Request)] == ["ACK", "BYE"]
+    assert [type(e) for e in h.events()] == [Ringing, Cancelled]
+    assert h.ua.leg_count == 0
+
+
 def test_timer_b_fails_an_unanswered_invite_without_sleeping() -> None:
     h = Harness(t1=0.5)
     h.invite()
