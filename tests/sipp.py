@@ -140,11 +140,11 @@ def free_udp_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def _udp_port_bound(port: int) -> bool:
-    """Whether some socket on this host is bound to UDP `port` (Linux /proc)."""
+def _udp_port_bound(port: int, protocol: str = "udp") -> bool:
+    """Whether some socket on this host is bound to `port` (Linux /proc), UDP or TCP."""
     suffix = f":{port:04X}"
     try:
-        tables = [Path(f"/proc/net/{name}").read_text() for name in ("udp", "udp6")]
+        tables = [Path(f"/proc/net/{protocol}{v}").read_text() for v in ("", "6")]
     except OSError:
         return True  # cannot tell: SIPp's first packet may then need a retransmission
     return any(
@@ -249,12 +249,19 @@ class Sipp:
                 stderr=subprocess.STDOUT,
             )
 
+    @property
+    def _protocol(self) -> str:
+        """"tcp" when run with `-t t1`/`-t tn` (SIPp's TCP modes), else "udp"."""
+        args = self.extra_args
+        tcp = any(a == "-t" and args[i + 1 : i + 2] in (["t1"], ["tn"]) for i, a in enumerate(args))
+        return "tcp" if tcp else "udp"
+
     def _startup_state(self) -> str:
         """Where startup stands: "ready", "waiting", or "retry" (the picked port was taken)."""
         assert self._proc is not None
         code = self._proc.poll()
         if code is None:
-            return "ready" if _udp_port_bound(self.port) else "waiting"
+            return "ready" if _udp_port_bound(self.port, self._protocol) else "waiting"
         return "retry" if code == _BIND_FAILED and self._fixed_port is None else "ready"
 
     def start(self) -> Sipp:

@@ -230,3 +230,38 @@ def test_silent_trunk_ping_reports_no_answer() -> None:
             assert await sip.ping(timeout=5) == 0
 
     run(scenario)
+
+
+def test_answered_call_over_tcp() -> None:
+    """RFC 3261 §18 framing: the same call on one TCP connection, with no retransmissions."""
+
+    async def scenario() -> None:
+        async with Sipp("uas_answer.xml", extra_args=("-t", "t1")) as trunk:
+            async with service(trunk, sip_transport="tcp", trunk_transport="tcp") as sip:
+                leg = sip.call("9812345678", caller="8000000001", sdp=SDP)
+                assert kinds(await events_until(leg, Answered))[-1] == "Answered"
+                leg.hangup()
+                assert await leg.next_event(10) == HungUp(leg.leg_id, 200)
+                assert await trunk.wait() == 0, trunk.report()
+        invite, = trunk.received("INVITE")
+        assert "SIP/2.0/TCP" in (invite.header("Via") or "")
+        assert "transport=tcp" in (invite.header("Contact") or "")
+
+    run(scenario)
+
+
+def test_outbound_proxy_gets_the_invite_with_a_route() -> None:
+    """The trunk's domain stays in the Request-URI; the datagram goes to the proxy."""
+
+    async def scenario() -> None:
+        async with Sipp("uas_busy.xml") as proxy:
+            async with service(proxy, trunk_host="127.0.0.77", trunk_port="5060",
+                               trunk_outbound_proxy=f"127.0.0.1:{proxy.address[1]}") as sip:
+                leg = sip.call("9812345678", caller="8000000001", sdp=SDP)
+                assert (await events_until(leg, Failed))[-1].status == 486  # type: ignore[attr-defined]
+                assert await proxy.wait() == 0, proxy.report()
+        invite, = proxy.received("INVITE")
+        assert invite.request_uri == "sip:9812345678@127.0.0.77"
+        assert invite.header("Route") == f"<sip:127.0.0.1:{proxy.address[1]};lr>"
+
+    run(scenario)
