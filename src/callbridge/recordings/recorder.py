@@ -149,8 +149,8 @@ class _Leg:
 
 
 def _slots_before(elapsed: float) -> int:
-    """Whole slots in ``elapsed`` seconds; the nanosecond allowance keeps 0.8 s from
-    counting 39.99999 slots."""
+    """Whole slots in ``elapsed`` seconds; a millionth of a slot of allowance keeps 0.8 s
+    from counting as 39.99999 slots."""
     return math.floor(elapsed / FRAME_SECONDS + 1e-6)
 
 
