@@ -248,13 +248,14 @@ def media_for(peer: RtpPeer, codec: str = "PCMU", event_pt: int | None = 101) ->
 
 def run_lab(
     scenario: Callable[[Lab], Awaitable[None]],
+    allocator: PortAllocator | None = None,
     *,
     port_min: int = 42000,
     port_max: int = 42999,
     timeout: float = 15.0,
 ) -> PortAllocator:
     """Run one scenario on a fresh loop; every port must be back in the pool afterwards."""
-    allocator = PortAllocator("127.0.0.1", port_min, port_max)
+    allocator = allocator or PortAllocator("127.0.0.1", port_min, port_max)
 
     async def main() -> None:
         lab = Lab(allocator)

@@ -106,7 +106,11 @@ class PortAllocator:
         """
         for _ in range(len(self._free)):
             port = self._free.popleft()
-            sock = self._bind(port)
+            try:
+                sock = self._bind(port)
+            except BaseException:
+                self._free.appendleft(port)
+                raise
             if sock is not None:
                 self._leased.add(port)
                 return PortLease(port, sock, self)

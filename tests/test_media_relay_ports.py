@@ -1,0 +1,151 @@
+"""The RTP port allocator: even ports in range, exhaustion, release on every exit path."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import pytest
+
+from callbridge.config import MediaSettings
+from callbridge.errors import CallbridgeError, TransportError
+from callbridge.media.ports import MediaPortsExhausted, PortAllocator
+from rtp_peer import Lab, run_lab
+
+HOST = "127.0.0.1"
+
+
+def test_ports_are_even_with_their_rtcp_neighbour_in_range() -> None:
+    allocator = PortAllocator(HOST, 43001, 43010)
+    leases = [allocator.lease() for _ in range(allocator.capacity)]
+    try:
+        assert [lease.port for lease in leases] == [43002, 43004, 43006, 43008]
+        assert all(lease.sock.getsockname() == (HOST, lease.port) for lease in leases)
+    finally:
+        for lease in leases:
+            lease.release()
+    assert allocator.leased == 0
+
+
+def test_a_range_without_a_pair_is_refused() -> None:
+    with pytest.raises(ValueError, match="holds no even/odd pair"):
+        PortAllocator(HOST, 43010, 43010)
+    with pytest.raises(ValueError, match="must be an IP address"):
+        PortAllocator("localhost", 43010, 43020)
+
+
+def test_exhaustion_is_an_error_the_api_can_map() -> None:
+    allocator = PortAllocator(HOST, 43020, 43023)
+    leases = [allocator.lease(), allocator.lease()]
+    try:
+        with pytest.raises(MediaPortsExhausted) as caught:
+            allocator.lease()
+        assert isinstance(caught.value, CallbridgeError)
+        assert str(caught.value) == "no free RTP port in 43020-43023 (2 leased by callbridge)"
+    finally:
+        for lease in leases:
+            lease.release()
+
+
+def test_release_is_idempotent_and_ports_are_reused_least_recent_first() -> None:
+    allocator = PortAllocator(HOST, 43030, 43035)
+    first, second = allocator.lease(), allocator.lease()
+    first.release()
+    first.release()  # a second release must not free a port someone else holds
+    assert first.released and first.sock.fileno() == -1
+    third = allocator.lease()
+    assert third.port == 43034  # never used yet, ahead of the one just freed
+    fourth = allocator.lease()
+    assert fourth.port == first.port
+    assert allocator.leased == 3
+    for lease in (second, third, fourth):
+        lease.release()
+
+
+def test_a_port_held_by_another_program_is_skipped() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
+        squatter.bind((HOST, 43040))
+        allocator = PortAllocator(HOST, 43040, 43043)
+        lease = allocator.lease()
+        assert lease.port == 43042
+        with pytest.raises(MediaPortsExhausted):
+            allocator.lease()
+        lease.release()
+        assert allocator.leased == 0
+
+
+def test_an_address_this_host_lacks_is_a_transport_error_not_exhaustion() -> None:
+    allocator = PortAllocator("192.0.2.1", 43050, 43059)  # TEST-NET-1: never local
+    with pytest.raises(TransportError, match=r"bind udp 192\.0\.2\.1:43050"):
+        allocator.lease()
+    assert allocator.leased == 0
+    assert allocator.capacity == 5
+
+
+def test_settings_give_the_range_and_the_advertised_address() -> None:
+    media = MediaSettings(rtp_port_min=43060, rtp_port_max=43069, public_host="203.0.113.7")
+
+    async def scenario(lab: Lab) -> None:
+        endpoint = await lab.leg("agent")
+        assert endpoint.local_address == (HOST, 43060)
+        assert endpoint.advertised_address == ("203.0.113.7", 43060)
+
+    allocator = PortAllocator.from_settings(media, HOST)
+    assert (allocator.host, allocator.public_host, allocator.capacity) == (
+        HOST,
+        "203.0.113.7",
+        5,
+    )
+    run_lab(scenario, allocator)
+
+
+def test_closing_an_endpoint_returns_its_port() -> None:
+    async def scenario(lab: Lab) -> None:
+        allocator = lab.allocator
+        first = await allocator.open("agent")
+        second = await allocator.open("customer")
+        with pytest.raises(MediaPortsExhausted):
+            await allocator.open("third")
+        port = first.local_address[1]
+        await first.aclose()
+        assert allocator.leased == 1
+        again = await allocator.open("third")
+        assert again.local_address[1] == port
+        await again.aclose()
+        await second.aclose()
+
+    allocator = run_lab(scenario, port_min=43070, port_max=43073)
+    assert allocator.capacity == 2
+
+
+def test_a_failed_start_returns_the_port() -> None:
+    async def scenario(lab: Lab) -> None:
+        loop = asyncio.get_running_loop()
+
+        async def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise OSError("no more file descriptors")
+
+        original = loop.create_datagram_endpoint
+        loop.create_datagram_endpoint = refuse  # type: ignore[method-assign]
+        try:
+            with pytest.raises(OSError, match="no more file descriptors"):
+                await lab.allocator.open("agent")
+        finally:
+            loop.create_datagram_endpoint = original  # type: ignore[method-assign]
+        assert lab.allocator.leased == 0
+
+    run_lab(scenario, port_min=43080, port_max=43081)
+
+
+def test_a_cancelled_open_returns_the_port() -> None:
+    async def scenario(lab: Lab) -> None:
+        task = asyncio.ensure_future(lab.allocator.open("agent"))
+        await asyncio.sleep(0)  # let it lease and start the transport, then give up
+        assert lab.allocator.leased == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert lab.allocator.leased == 0
+
+    run_lab(scenario, port_min=43090, port_max=43091)
