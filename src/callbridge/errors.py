@@ -5,7 +5,8 @@ Our exception hierarchy::
     CallbridgeError
      ├── ConfigError          a setting is missing, malformed or out of range (names the key)
      ├── TransportError       a socket operation failed (OSError, mapped at the edge)
-     └── TrunkUnavailable     no call can be placed now (trunk down, no media ports, draining)
+     ├── TrunkUnavailable     no call can be placed now (trunk down, no media ports, draining)
+     └── StorageError         the database failed (sqlite3/aiosqlite errors, mapped in store/)
 
 The pure layers keep their own ``ValueError`` subclasses, which never cross the edge as they
 are: ``callbridge.sip.errors.SipParseError`` carries the SIP status to answer with, and the
@@ -47,6 +48,10 @@ class TransportError(CallbridgeError):
 class TrunkUnavailable(CallbridgeError):
     """The trunk cannot take a call now: marked down by OPTIONS pings, no free media ports,
     or the server draining. The REST API answers 502 ``TRUNK_UNAVAILABLE``."""
+
+
+class StorageError(CallbridgeError):
+    """A database operation failed; the driver's exception is kept as ``__cause__``."""
 
 
 @contextmanager

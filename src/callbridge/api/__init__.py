@@ -1,0 +1,1 @@
+"""The REST API (Starlette): routes, auth, origin policy, validation, errors."""

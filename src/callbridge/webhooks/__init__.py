@@ -1,0 +1,1 @@
+"""Status callbacks: signing, the durable outbox and the delivery worker."""
