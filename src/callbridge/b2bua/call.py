@@ -1,0 +1,369 @@
+"""The two-leg call machine (DESIGN.md, "Call flow and status"), pure and clock-free.
+
+The agent is dialled first; when the agent answers, the customer; when the customer answers,
+the two are bridged. :class:`CallMachine` takes what happened to the legs as events and
+returns what to do as actions; ring timers are deadlines the driver arms (``next_deadline``)
+and feeds back as :class:`RingTimeout`. Like h11's state machine it keeps every rule of the
+call in one place and knows nothing of SIP, sockets or storage.
+
+Outcome table (a leg's SIP code decides the call status when the call ends before the bridge):
+
+=========================================  ===========  ==========  ============
+outcome                                    call_status  agent leg   customer leg
+=========================================  ===========  ==========  ============
+agent ringing                              INITIATED    DIALING     absent
+customer ringing                           INITIATED    JOINED      DIALING
+bridged / completed                        ANSWER       JOINED/LEFT JOINED/LEFT
+agent busy (486, 600, 603)                 BUSY         FAILED      absent
+agent unanswered, 480/408/487 from trunk   NO_ANSWER    FAILED      absent
+customer busy                              BUSY         LEFT        FAILED
+customer unanswered                        NO_ANSWER    LEFT        FAILED
+trunk refuses or times out, either leg     FAILED       ...         ...
+agent hangs up / cancelled before answer   CANCELED     LEFT        FAILED
+=========================================  ===========  ==========  ============
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from callbridge.store.models import CallStatus, HangupSource, LegStatus
+
+AGENT = 1
+CUSTOMER = 2
+
+#: Final responses that mean "the person is busy" or declined (RFC 3261 §21.4.24, §21.6).
+BUSY_CODES = frozenset({486, 600, 603})
+#: Final responses that mean "nobody picked up" (§21.4.18, §21.4.9, §21.4.26).
+NO_ANSWER_CODES = frozenset({480, 408, 487})
+
+
+class CallPhase(enum.Enum):
+    #: Leg 1 (the agent) is being dialled.
+    AGENT_DIALING = "agent_dialing"
+    #: The agent answered; leg 2 (the customer) is being dialled.
+    CUSTOMER_DIALING = "customer_dialing"
+    #: Both answered and bridged: talk time runs.
+    BRIDGED = "bridged"
+    #: Over: every leg is gone or going.
+    ENDED = "ended"
+
+
+# --- events (what happened) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LegAnswered:
+    leg: int
+
+
+@dataclass(frozen=True)
+class LegEarlyMedia:
+    """The leg sent early media (183 with SDP): the agent hears it instead of ringback."""
+
+    leg: int
+
+
+@dataclass(frozen=True)
+class LegFailed:
+    """The leg's INVITE ended without an answer. ``local_timeout``: our Timer B, not a 408
+    from the trunk."""
+
+    leg: int
+    sip_code: int
+    reason: str
+    local_timeout: bool = False
+
+
+@dataclass(frozen=True)
+class LegHungUp:
+    """The far end of an answered leg sent BYE (or its media died: ``reason`` says)."""
+
+    leg: int
+    reason: str = "BYE"
+
+
+@dataclass(frozen=True)
+class RingTimeout:
+    leg: int
+
+
+@dataclass(frozen=True)
+class HangupRequested:
+    """The API, or the system (shutdown, media failure), ends the call."""
+
+    source: HangupSource
+    reason: str
+
+
+CallEvent = LegAnswered | LegEarlyMedia | LegFailed | LegHungUp | RingTimeout | HangupRequested
+
+
+# --- actions (what to do) --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dial:
+    leg: int
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """CANCEL an unanswered leg."""
+
+    leg: int
+
+
+@dataclass(frozen=True)
+class Bye:
+    """BYE an answered leg."""
+
+    leg: int
+
+
+@dataclass(frozen=True)
+class PlayRingback:
+    """Local ringback tone to the agent while the customer rings without early media."""
+
+
+@dataclass(frozen=True)
+class ConnectEarlyMedia:
+    """The customer's early media to the agent (stops local ringback)."""
+
+
+@dataclass(frozen=True)
+class BridgeLegs:
+    """Customer answered: bridge agent and customer (and start recording)."""
+
+
+@dataclass(frozen=True)
+class LegChanged:
+    """Leg ``leg`` has a new status: store it (and report it)."""
+
+    leg: int
+    status: LegStatus
+    sip_code: int | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class CallEnded:
+    status: CallStatus
+    hangup_source: HangupSource
+    reason: str
+
+
+CallAction = (
+    Dial | Cancel | Bye | PlayRingback | ConnectEarlyMedia | BridgeLegs | LegChanged | CallEnded
+)
+
+
+@dataclass
+class _LegState:
+    status: LegStatus = LegStatus.DIALING
+    dial_started: float = 0.0
+    early_media: bool = False
+
+
+class CallMachine:
+    """One click-to-call's rules. ``handle(event, now)`` returns the actions to take, in order.
+
+    The machine never waits for a leg to confirm a CANCEL or BYE: once a leg is told to go,
+    its outcome no longer changes the call (late events for it are ignored).
+    """
+
+    def __init__(self, max_ring_time: float, now: float) -> None:
+        self.max_ring_time = max_ring_time
+        self.phase = CallPhase.AGENT_DIALING
+        self.legs: dict[int, _LegState] = {AGENT: _LegState(dial_started=now)}
+        self.bridged_at: float | None = None
+        self.ended_at: float | None = None
+        self.result: CallEnded | None = None
+
+    def start(self) -> list[CallAction]:
+        return [Dial(AGENT)]
+
+    def next_deadline(self) -> tuple[float, int] | None:
+        """(when, leg) of the next ring timeout, or None."""
+        deadlines = [
+            (state.dial_started + self.max_ring_time, leg)
+            for leg, state in self.legs.items()
+            if state.status is LegStatus.DIALING and self.phase is not CallPhase.ENDED
+        ]
+        return min(deadlines, default=None)
+
+    def handle(self, event: CallEvent, now: float) -> list[CallAction]:
+        handler = _HANDLERS.get((self.phase, type(event)))
+        if handler is None:
+            return []  # e.g. a late event for a leg we already let go
+        return handler(self, event, now)
+
+    # -- the rules -------------------------------------------------------------------------
+
+    def _agent_answered(self, event: CallEvent, now: float) -> list[CallAction]:
+        if not self._is(event, AGENT):
+            return []
+        self.legs[AGENT].status = LegStatus.JOINED
+        self.legs[CUSTOMER] = _LegState(dial_started=now)
+        self.phase = CallPhase.CUSTOMER_DIALING
+        return [LegChanged(AGENT, LegStatus.JOINED), Dial(CUSTOMER), PlayRingback()]
+
+    def _agent_failed(self, event: CallEvent, now: float) -> list[CallAction]:
+        assert isinstance(event, LegFailed)
+        if event.leg != AGENT:
+            return []
+        self.legs[AGENT].status = LegStatus.FAILED
+        status = _failure_status(event)
+        return [
+            LegChanged(AGENT, LegStatus.FAILED, event.sip_code, event.reason),
+            *self._end(now, status, HangupSource.AGENT if status is not CallStatus.FAILED
+                       else HangupSource.SYSTEM, event.reason),
+        ]
+
+    def _agent_ring_timeout(self, event: CallEvent, now: float) -> list[CallAction]:
+        if not self._is(event, AGENT):
+            return []
+        self.legs[AGENT].status = LegStatus.FAILED
+        return [
+            Cancel(AGENT),
+            LegChanged(AGENT, LegStatus.FAILED, 487, "RING_TIMEOUT"),
+            *self._end(now, CallStatus.NO_ANSWER, HangupSource.SYSTEM, "RING_TIMEOUT"),
+        ]
+
+    def _hangup_while_agent_dialing(self, event: CallEvent, now: float) -> list[CallAction]:
+        assert isinstance(event, HangupRequested)
+        self.legs[AGENT].status = LegStatus.FAILED
+        return [
+            Cancel(AGENT),
+            LegChanged(AGENT, LegStatus.FAILED, 487, event.reason),
+            *self._end(now, CallStatus.CANCELED, event.source, event.reason),
+        ]
+
+    def _customer_early_media(self, event: CallEvent, now: float) -> list[CallAction]:
+        if not self._is(event, CUSTOMER) or self.legs[CUSTOMER].early_media:
+            return []
+        self.legs[CUSTOMER].early_media = True
+        return [ConnectEarlyMedia()]
+
+    def _customer_answered(self, event: CallEvent, now: float) -> list[CallAction]:
+        if not self._is(event, CUSTOMER):
+            return []
+        self.legs[CUSTOMER].status = LegStatus.JOINED
+        self.phase = CallPhase.BRIDGED
+        self.bridged_at = now
+        return [LegChanged(CUSTOMER, LegStatus.JOINED), BridgeLegs()]
+
+    def _customer_failed(self, event: CallEvent, now: float) -> list[CallAction]:
+        assert isinstance(event, LegFailed)
+        if event.leg != CUSTOMER:
+            return []
+        self.legs[CUSTOMER].status = LegStatus.FAILED
+        status = _failure_status(event)
+        return [
+            LegChanged(CUSTOMER, LegStatus.FAILED, event.sip_code, event.reason),
+            *self._release(AGENT),
+            *self._end(now, status, HangupSource.DESTINATION if status is not CallStatus.FAILED
+                       else HangupSource.SYSTEM, event.reason),
+        ]
+
+    def _customer_ring_timeout(self, event: CallEvent, now: float) -> list[CallAction]:
+        if not self._is(event, CUSTOMER):
+            return []
+        self.legs[CUSTOMER].status = LegStatus.FAILED
+        return [
+            Cancel(CUSTOMER),
+            LegChanged(CUSTOMER, LegStatus.FAILED, 487, "RING_TIMEOUT"),
+            *self._release(AGENT),
+            *self._end(now, CallStatus.NO_ANSWER, HangupSource.SYSTEM, "RING_TIMEOUT"),
+        ]
+
+    def _agent_left_before_answer(self, event: CallEvent, now: float) -> list[CallAction]:
+        """The agent hung up (or the API cancelled) while the customer was ringing."""
+        if isinstance(event, LegHungUp) and event.leg != AGENT:
+            return []
+        source = event.source if isinstance(event, HangupRequested) else HangupSource.AGENT
+        reason = event.reason if isinstance(event, HangupRequested) else "AGENT_HANGUP"
+        self.legs[CUSTOMER].status = LegStatus.FAILED
+        actions: list[CallAction] = [Cancel(CUSTOMER),
+                                     LegChanged(CUSTOMER, LegStatus.FAILED, 487, reason)]
+        if isinstance(event, HangupRequested):
+            actions += self._release(AGENT)
+        else:
+            self.legs[AGENT].status = LegStatus.LEFT
+            actions.append(LegChanged(AGENT, LegStatus.LEFT))
+        return [*actions, *self._end(now, CallStatus.CANCELED, source, reason)]
+
+    def _bridged_hangup(self, event: CallEvent, now: float) -> list[CallAction]:
+        if isinstance(event, HangupRequested):
+            source, reason = event.source, event.reason
+            actions = [*self._release(AGENT), *self._release(CUSTOMER)]
+        else:
+            assert isinstance(event, LegHungUp)
+            other = CUSTOMER if event.leg == AGENT else AGENT
+            source = HangupSource.AGENT if event.leg == AGENT else HangupSource.DESTINATION
+            reason = event.reason
+            self.legs[event.leg].status = LegStatus.LEFT
+            actions = [LegChanged(event.leg, LegStatus.LEFT), *self._release(other)]
+        return [*actions, *self._end(now, CallStatus.ANSWER, source, reason)]
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _is(self, event: CallEvent, leg: int) -> bool:
+        return getattr(event, "leg", None) == leg
+
+    def _release(self, leg: int) -> list[CallAction]:
+        """Let an answered leg go (BYE), or an unanswered one (CANCEL)."""
+        state = self.legs.get(leg)
+        if state is None or state.status in (LegStatus.LEFT, LegStatus.FAILED):
+            return []
+        if state.status is LegStatus.JOINED:
+            state.status = LegStatus.LEFT
+            return [Bye(leg), LegChanged(leg, LegStatus.LEFT)]
+        state.status = LegStatus.FAILED
+        return [Cancel(leg), LegChanged(leg, LegStatus.FAILED, 487, "CANCELED")]
+
+    def _end(self, now: float, status: CallStatus, source: HangupSource,
+             reason: str) -> list[CallAction]:
+        self.phase = CallPhase.ENDED
+        self.ended_at = now
+        self.result = CallEnded(status, source, reason)
+        return [self.result]
+
+    @property
+    def duration(self) -> int:
+        """Talk time: bridge to hang-up, whole seconds."""
+        if self.bridged_at is None or self.ended_at is None:
+            return 0
+        return int(self.ended_at - self.bridged_at)
+
+
+def _failure_status(event: LegFailed) -> CallStatus:
+    if event.local_timeout:
+        return CallStatus.FAILED  # our Timer B: the trunk never answered at all
+    if event.sip_code in BUSY_CODES:
+        return CallStatus.BUSY
+    if event.sip_code in NO_ANSWER_CODES:
+        return CallStatus.NO_ANSWER
+    return CallStatus.FAILED
+
+
+_Handler = Callable[[CallMachine, CallEvent, float], list[CallAction]]
+
+#: (phase, event type) -> rule. A pair that is absent is ignored: late news of a leg that
+#: was already let go, or of a call that has ended.
+_HANDLERS: dict[tuple[CallPhase, type], _Handler] = {
+    (CallPhase.AGENT_DIALING, LegAnswered): CallMachine._agent_answered,
+    (CallPhase.AGENT_DIALING, LegFailed): CallMachine._agent_failed,
+    (CallPhase.AGENT_DIALING, RingTimeout): CallMachine._agent_ring_timeout,
+    (CallPhase.AGENT_DIALING, HangupRequested): CallMachine._hangup_while_agent_dialing,
+    (CallPhase.CUSTOMER_DIALING, LegEarlyMedia): CallMachine._customer_early_media,
+    (CallPhase.CUSTOMER_DIALING, LegAnswered): CallMachine._customer_answered,
+    (CallPhase.CUSTOMER_DIALING, LegFailed): CallMachine._customer_failed,
+    (CallPhase.CUSTOMER_DIALING, RingTimeout): CallMachine._customer_ring_timeout,
+    (CallPhase.CUSTOMER_DIALING, LegHungUp): CallMachine._agent_left_before_answer,
+    (CallPhase.CUSTOMER_DIALING, HangupRequested): CallMachine._agent_left_before_answer,
+    (CallPhase.BRIDGED, LegHungUp): CallMachine._bridged_hangup,
+    (CallPhase.BRIDGED, HangupRequested): CallMachine._bridged_hangup,
+}
