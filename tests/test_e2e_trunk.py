@@ -204,7 +204,7 @@ def test_trunk_that_never_answers_fails_on_timer_b() -> None:
                 leg = sip.call("9812345678", caller="8000000001", sdp=SDP)
                 events = await events_until(leg, Failed, timeout=5)
                 elapsed = time.monotonic() - started
-                assert events[-1] == Failed(leg.leg_id, 408, "Request Timeout")
+                assert events[-1] == Failed(leg.leg_id, 408, "Request Timeout", timed_out=True)
                 assert 64 * 0.05 - 0.1 <= elapsed < 64 * 0.05 + 1.5
                 assert sip.ua.leg_count == 0
         assert len(trunk.received("INVITE")) >= 6  # Timer A doubled to B

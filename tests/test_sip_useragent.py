@@ -218,7 +218,7 @@ def test_timer_b_fails_an_unanswered_invite_without_sleeping() -> None:
     assert len(retransmits) == 6  # Timer A: 0.5, 1.5, 3.5, 7.5, 15.5, 31.5
     assert h.events() == []
     h.advance_to(start + 64 * 0.5)
-    assert h.events() == [Failed("leg1", 408, "Request Timeout")]
+    assert h.events() == [Failed("leg1", 408, "Request Timeout", timed_out=True)]
 
 
 def test_407_challenge_is_answered_with_credentials(h: Harness) -> None:

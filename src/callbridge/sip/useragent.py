@@ -87,11 +87,13 @@ class Answered:
 
 @dataclass(frozen=True)
 class Failed:
-    """The INVITE ended without an answer: a final response, or 408 for Timer B."""
+    """The INVITE ended without an answer: a final response, or 408 with ``timed_out`` when
+    our own Timer B fired (the trunk never answered at all)."""
 
     leg_id: str
     status: int
     reason: str
+    timed_out: bool = False
 
 
 @dataclass(frozen=True)
@@ -543,7 +545,7 @@ class UserAgent:
                 if leg.cancel_requested:
                     self._events.append(Cancelled(leg.leg_id))
                 else:
-                    self._events.append(Failed(leg.leg_id, 408, "Request Timeout"))
+                    self._events.append(Failed(leg.leg_id, 408, "Request Timeout", timed_out=True))
                 self._end_leg(leg)
 
     # -- BYE -----------------------------------------------------------------------------------
