@@ -57,10 +57,13 @@ class TrunkStatus:
 class OutboundLeg:
     """One outbound INVITE and its dialog, seen from asyncio."""
 
-    def __init__(self, service: SipService, leg_id: str) -> None:
+    def __init__(self, service: SipService, leg_id: str,
+                 events: asyncio.Queue[Event] | None = None) -> None:
         self._service = service
         self.leg_id = leg_id
-        self.events: asyncio.Queue[Event] = asyncio.Queue()
+        #: This leg's events; several legs may share one queue (a call's), told apart by
+        #: each event's ``leg_id``.
+        self.events: asyncio.Queue[Event] = events if events is not None else asyncio.Queue()
         self.answered = False
         self.ended = False
         self.log = call_logger(log, leg_id)
@@ -175,13 +178,14 @@ class SipService:
     # -- calls ---------------------------------------------------------------------------
 
     def call(self, number: str, *, caller: str, sdp: bytes, leg_id: str | None = None,
-             headers: tuple[tuple[str, str], ...] = ()) -> OutboundLeg:
+             headers: tuple[tuple[str, str], ...] = (),
+             events: asyncio.Queue[Event] | None = None) -> OutboundLeg:
         """INVITE ``number`` through the trunk with ``caller`` as the From user."""
         if self.trunk_address is None:
             raise TransportError("no SIP trunk configured")
         trunk = self.settings.trunk
         domain = trunk.host if trunk.port == 5060 else f"{trunk.host}:{trunk.port}"
-        leg = OutboundLeg(self, leg_id or new_token())
+        leg = OutboundLeg(self, leg_id or new_token(), events)
         self._legs[leg.leg_id] = leg
         route = (f"<sip:{trunk.outbound_proxy};lr>",) if trunk.outbound_proxy else ()
         auth = None
