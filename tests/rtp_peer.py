@@ -239,7 +239,7 @@ class Lab:
         for endpoint in self.legs:
             if endpoint.player is not None:
                 endpoint.player.stop()  # type: ignore[attr-defined]
-            await endpoint.aclose()
+            endpoint.close()
 
 
 def media_for(peer: RtpPeer, codec: str = "PCMU", event_pt: int | None = 101) -> LegMedia:

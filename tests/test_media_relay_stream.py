@@ -13,18 +13,19 @@ from callbridge.media.g711 import ULAW_TO_ALAW
 from callbridge.media.rtp import RtpPacket
 
 
-class FakeTransport:
+class FakeSocket:
     def __init__(self) -> None:
         self.sent: list[RtpPacket] = []
 
-    def sendto(self, data: memoryview, address: tuple[str, int]) -> None:
+    def sendto(self, data: memoryview, address: tuple[str, int]) -> int:
         self.sent.append(RtpPacket.parse(bytes(data)))
+        return len(data)
 
 
-def stream() -> tuple[TxStream, FakeTransport]:
+def stream() -> tuple[TxStream, FakeSocket]:
     tx = TxStream(random.Random(7))
-    transport = FakeTransport()
-    tx.transport = transport  # type: ignore[assignment]
+    transport = FakeSocket()
+    tx.sendto = transport.sendto
     tx.address = ("127.0.0.1", 4000)
     return tx, transport
 
@@ -46,7 +47,7 @@ def forward(
     tx.forward(packet.serialize(), 0, packet.marker, seq, ts, ssrc, now, table)
 
 
-def lines(transport: FakeTransport) -> list[tuple[int, int]]:
+def lines(transport: FakeSocket) -> list[tuple[int, int]]:
     """(sequence delta, timestamp delta) from each sent packet to the next."""
     sent = transport.sent
     return [

@@ -1,6 +1,7 @@
 """One call leg's RTP socket: who may send to it, where it sends, and the stream it sends.
 
-A :class:`LegEndpoint` is an asyncio datagram protocol on one leased UDP port. It knows the
+A :class:`LegEndpoint` owns one leased UDP port, read through the loop's reactor
+(``reactor.py``: one epoll set for all legs, not an asyncio transport each). It knows the
 leg's negotiated media (:class:`LegMedia`, converted from SDP by the call layer: media does
 not import ``sip``) and does three things with every datagram:
 
@@ -26,11 +27,13 @@ import asyncio
 import ipaddress
 import logging
 import random
+import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, cast
+from typing import Final, Protocol
 
+from callbridge.media.reactor import Reactor, reactor_for
 from callbridge.media.rtp import (
     HEADER_SIZE,
     RtpError,
@@ -58,8 +61,8 @@ log = logging.getLogger(__name__)
 CLOCK_RATE: Final = 8000
 #: The codecs a leg may negotiate.
 CODECS: Final = ("PCMU", "PCMA")
-#: Reading more than one RTP packet's worth per datagram only costs time: asyncio's default is
-#: 256 KiB, allocated and shrunk per read. 2048 covers any RTP packet a G.711 call carries.
+#: Bytes read per datagram: ``recvfrom`` allocates this much and shrinks it, so a large size
+#: (asyncio's 256 KiB) costs time per packet. 2048 covers any RTP packet a G.711 call carries.
 MAX_DATAGRAM: Final = 2048
 #: RFC 3550 Appendix A.1: a forward jump larger than this, or a step back larger than
 #: MAX_MISORDER, means the source restarted its numbering; the outgoing stream re-anchors.
@@ -167,7 +170,11 @@ class TxStream:
         self.seq = rng.getrandbits(16)
         self.ts = rng.getrandbits(32)
         self.sent = 0
-        self.transport: asyncio.DatagramTransport | None = None
+        #: Datagrams the kernel refused (a full send buffer, an unreachable host): dropped,
+        #: as late audio is worthless.
+        self.send_errors = 0
+        #: The socket's ``sendto``; None until the leg is started and after it is closed.
+        self.sendto: Callable[[memoryview, tuple[str, int]], int] | None = None
         self.address: tuple[str, int] | None = None
         self._last_at: float | None = None
         self._src_ssrc = -1
@@ -264,28 +271,37 @@ class TxStream:
         return max(frames, 1) * frame
 
     def _send(self, length: int) -> None:
-        transport = self.transport
-        if transport is None or self.address is None:
+        sendto, address = self.sendto, self.address
+        if sendto is None or address is None:
             return
         if length != self._view_len:  # nearly always the same size: keep one view
             self._sized = self._view[:length]
             self._view_len = length
+        try:
+            sendto(self._sized, address)
+        except OSError:
+            self.send_errors += 1
+            return
         self.sent += 1
-        transport.sendto(self._sized, self.address)
 
 
-class LegEndpoint(asyncio.DatagramProtocol):
-    """One leg's RTP socket (see the module docstring). Create through ``PortAllocator``."""
+class LegEndpoint:
+    """One leg's RTP socket (see the module docstring). Open through ``PortAllocator``.
+
+    ``sock`` is a bound, non-blocking UDP socket the endpoint owns from :meth:`start` on;
+    ``on_close`` runs once when it is closed (the allocator's lease release).
+    """
 
     def __init__(
         self,
         key: str,
+        sock: socket.socket,
         *,
         symmetric: bool = False,
         inactivity_timeout: float | None = None,
         on_event: Callable[[MediaTimeout], None] | None = None,
         advertised_host: str = "",
-        on_lost: Callable[[], None] | None = None,
+        on_close: Callable[[], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.key = key
@@ -303,12 +319,16 @@ class LegEndpoint(asyncio.DatagramProtocol):
         self.malformed = 0
         self.unknown_payload = 0
         self.errors = 0
-        self.closed: asyncio.Future[None] | None = None
+        self.closed = False
+        self._sock = sock
+        self._recvfrom = sock.recvfrom
+        self._local: tuple[str, int] = sock.getsockname()[:2]
         self._advertised_host = advertised_host
-        self._on_lost = on_lost
+        self._on_close = on_close
         self._log = logging.LoggerAdapter(log, {"leg": key})
         self._handler: RtpHandler | None = None
-        self._transport: asyncio.DatagramTransport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reactor: Reactor | None = None
         self._time: Callable[[], float] = _no_clock
         self._host = ""  # the accepted source; "" accepts nothing
         self._port = 0
@@ -320,19 +340,24 @@ class LegEndpoint(asyncio.DatagramProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timed_out = False
 
-    # -- asyncio protocol -------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # Python 3.11's selector datagram transport does not subclass DatagramTransport.
-        self._transport = cast(asyncio.DatagramTransport, transport)
-        cast(Any, transport).max_size = MAX_DATAGRAM
+    def start(self) -> None:
+        """Start reading, on the running loop."""
         loop = asyncio.get_running_loop()
+        self._loop = loop
         self._time = loop.time
-        self.closed = loop.create_future()
-        self.tx.transport = self._transport
+        self._reactor = reactor_for(loop)
+        self._reactor.add(self._sock.fileno(), self._read)
+        self.tx.sendto = self._sock.sendto
         self.set_inactivity_timeout(self._timeout)
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+    # -- the packet path --------------------------------------------------------------------
+
+    def _read(self) -> None:
+        try:
+            data, addr = self._recvfrom(MAX_DATAGRAM)
+        except OSError:  # nothing after all (BlockingIOError), or an ICMP error report
+            self.errors += 1
+            return
         if (addr[1] != self._port or addr[0] != self._host) and not self._new_source(addr):
             self.strangers += 1
             return
@@ -354,31 +379,12 @@ class LegEndpoint(asyncio.DatagramProtocol):
         else:
             self.unknown_payload += 1
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable for an earlier send, or a failed sendto: the far end is not
-        # listening (yet). Inactivity, not this, decides that the leg is gone.
-        self.errors += 1
-        self._log.debug("rtp %s: %s", self.key, exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.tx.transport = None
-        self._handler = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._on_lost is not None:
-            self._on_lost()
-        if self.closed is not None and not self.closed.done():
-            self.closed.set_result(None)
-
     # -- the call layer's controls ----------------------------------------------------------
 
     @property
     def local_address(self) -> tuple[str, int]:
         """The bound address (host, port)."""
-        assert self._transport is not None, "endpoint not started"
-        sockname = self._transport.get_extra_info("sockname")
-        return sockname[0], sockname[1]
+        return self._local
 
     @property
     def advertised_address(self) -> tuple[str, int]:
@@ -429,20 +435,29 @@ class LegEndpoint(asyncio.DatagramProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if seconds is not None and self._transport is not None:
+        if seconds is not None and self._loop is not None and not self.closed:
             self._watch_from = self._time()
             self._arm(self._watch_from + seconds)
 
     def close(self) -> None:
-        """Close the socket; the port is released once the transport is gone."""
-        if self._transport is not None:
-            self._transport.close()
+        """Stop reading and sending, close the socket and give the port back. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self._handler = None
+        self.tx.sendto = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._reactor is not None:
+            self._reactor.remove(self._sock.fileno())
+        self._sock.close()
+        if self._on_close is not None:
+            self._on_close()
 
     async def aclose(self) -> None:
-        """Close and wait until the port is back in the pool."""
+        """:meth:`close`, for callers that close things by awaiting."""
         self.close()
-        if self.closed is not None:
-            await self.closed
 
     # -- internals --------------------------------------------------------------------------
 
@@ -469,8 +484,8 @@ class LegEndpoint(asyncio.DatagramProtocol):
             self.malformed += 1
 
     def _arm(self, when: float) -> None:
-        assert self._transport is not None
-        self._timer = asyncio.get_running_loop().call_at(when, self._check_inactivity)
+        assert self._loop is not None
+        self._timer = self._loop.call_at(when, self._check_inactivity)
 
     def _check_inactivity(self) -> None:
         self._timer = None

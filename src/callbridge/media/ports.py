@@ -6,14 +6,13 @@ reused least recently freed first, so a late packet of an ended call is unlikely
 next call on the same port; a port some other program holds is skipped.
 
 A port is leased together with its bound socket (:class:`PortLease`) and returns to the pool
-exactly once, whichever way the lease ends: the endpoint closing, its transport failing to
-start, or the caller giving up. :class:`MediaPortsExhausted` says no port could be bound; the
-REST API answers it with 502 ``TRUNK_UNAVAILABLE`` (DESIGN.md, "Decisions").
+exactly once, whichever way the lease ends: the endpoint closing, or failing to start.
+:class:`MediaPortsExhausted` says no port could be bound; the REST API answers it with 502
+``TRUNK_UNAVAILABLE`` (DESIGN.md, "Decisions").
 """
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import ipaddress
 import logging
@@ -125,23 +124,21 @@ class PortAllocator:
         inactivity_timeout: float | None = None,
         on_event: Callable[[MediaTimeout], None] | None = None,
     ) -> LegEndpoint:
-        """A :class:`LegEndpoint` named ``key`` on a newly leased port.
-
-        The port returns to the pool when the endpoint's transport is lost (after
-        :meth:`LegEndpoint.close`), or at once if the endpoint cannot be started.
-        """
+        """A started :class:`LegEndpoint` named ``key`` on a newly leased port, reading on the
+        running loop. Its port returns to the pool when it is closed, or at once if it
+        cannot be started. (Nothing here waits today; a coroutine keeps the door open.)"""
         lease = self.lease()
-        endpoint = LegEndpoint(
-            key,
-            symmetric=symmetric,
-            inactivity_timeout=inactivity_timeout,
-            on_event=on_event,
-            advertised_host=self.public_host,
-            on_lost=lease.release,
-        )
         try:
-            loop = asyncio.get_running_loop()
-            await loop.create_datagram_endpoint(lambda: endpoint, sock=lease.sock)
+            endpoint = LegEndpoint(
+                key,
+                lease.sock,
+                symmetric=symmetric,
+                inactivity_timeout=inactivity_timeout,
+                on_event=on_event,
+                advertised_host=self.public_host,
+                on_close=lease.release,
+            )
+            endpoint.start()
         except BaseException:
             lease.release()
             raise
