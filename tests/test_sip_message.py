@@ -300,6 +300,17 @@ def test_salvage_keeps_only_valid_pieces() -> None:
     assert got.headers.get("To") == "<sip:x@y>" and got.call_id == "ok@h"
 
 
+def test_salvaged_values_never_carry_a_bare_cr() -> None:
+    """A bare CR inside a quoted string would break the answer's framing: such values are
+    left out, and the answer always serializes."""
+    data = INVITE.replace(b'To: "Bob" <', b'To: "Bo\rb" <').replace(b"z9hG4bK1", b'x="\r"')
+    refused(data)
+    got = salvage_request(data)
+    assert got is not None and "To" not in got.headers
+    assert [v.host for v in got.vias] == ["pc33.atlanta.example.com"]
+    assert b"\r\n\r\n" in make_response(got, 400, to_tag="t").serialize()
+
+
 @pytest.mark.parametrize(
     "data",
     [

@@ -20,9 +20,10 @@ Params = tuple[tuple[str, str | None], ...]
 
 #: RFC 3261 §25.1 token: what method names, header names and parameter names are made of.
 TOKEN_RE = re.compile(r"[A-Za-z0-9.!%*_+`'~\-]+")
-_QUOTED_RE = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+#: quoted-string: qdtext and quoted-pairs, never CR or LF (RFC 3261 §25.1).
+_QUOTED_RE = re.compile(r'"(?:[^"\\\r\n]|\\[^\r\n])*"')
 #: gen-value = token / host / quoted-string (IPv6 references bring ``[``, ``]`` and ``:``).
-_GEN_VALUE_RE = re.compile(r"[A-Za-z0-9.!%*_+`'~\-\[\]:]+|" + _QUOTED_RE.pattern, re.S)
+_GEN_VALUE_RE = re.compile(r"[A-Za-z0-9.!%*_+`'~\-\[\]:]+|" + _QUOTED_RE.pattern)
 _CSEQ_RE = re.compile(r"[ \t]*([0-9]{1,10})[ \t]+([A-Za-z0-9.!%*_+`'~\-]+)[ \t]*")
 _LWS = " \t"
 _LWS_RE = re.compile(r"[ \t]+")
@@ -389,9 +390,14 @@ class CSeq:
         return f"{self.seq} {self.method}"
 
 
-@lru_cache(maxsize=1024)
 def _key(name: str) -> str:
-    """The lookup key of a header name: canonical form, lower-cased (cached: it is hot)."""
+    """The lookup key of a header name: canonical form, lower-cased. Hot, so short names
+    (all real ones) are cached; long ones, which only an attacker sends, are not."""
+    return _short_key(name) if len(name) <= 40 else canonical_name(name).lower()
+
+
+@lru_cache(maxsize=1024)
+def _short_key(name: str) -> str:
     return canonical_name(name).lower()
 
 
