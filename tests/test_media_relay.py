@@ -246,6 +246,9 @@ def test_symmetric_rtp_latches_to_the_first_source() -> None:
         assert [p.payload[0] for p in agent.packets()] == [3, 6]
         assert c.strangers == 1
         assert c.remote_address == phone.address
+        # A re-INVITE repeating the same (private) SDP address keeps the latch.
+        c.set_media(LegMedia("127.0.0.1", 9, 0, "PCMU"))
+        assert c.remote_address == phone.address
 
     run_lab(scenario)
 
@@ -329,6 +332,19 @@ def test_playout_holds_the_leg_then_the_bridge_takes_over_the_same_stream() -> N
         carrier.stop_sending()
         assert_continuous(agent.packets(), a.tx.ssrc)
         assert dominant_frequency(agent.audio("PCMU", skip=16)) == pytest.approx(1000, abs=10)
+
+    run_lab(scenario)
+
+
+def test_a_player_stops_when_its_leg_is_closed() -> None:
+    async def scenario(lab: Lab) -> None:
+        agent = await lab.peer()
+        a = await lab.leg("agent", agent)
+        player = Player(a, ToneGenerator(INDIA_BUSY)).start()  # endless
+        await agent.wait_for_packets(2)
+        a.close()
+        await player.done
+        assert a.player is None
 
     run_lab(scenario)
 

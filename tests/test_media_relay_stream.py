@@ -8,9 +8,9 @@ from __future__ import annotations
 import itertools
 import random
 
-from callbridge.media.endpoint import TxStream
 from callbridge.media.g711 import ULAW_TO_ALAW
 from callbridge.media.rtp import RtpPacket
+from callbridge.media.stream import TxStream
 
 
 class FakeSocket:

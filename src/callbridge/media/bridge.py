@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from callbridge.media.endpoint import LegEndpoint, audio_payload
+from callbridge.media.endpoint import LegEndpoint
 from callbridge.media.g711 import ALAW_TO_ULAW, ULAW_TO_ALAW
+from callbridge.media.stream import audio_payload
 
 if TYPE_CHECKING:
     from callbridge.media.relay import FrameSink

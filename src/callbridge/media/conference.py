@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Final
 import numpy as np
 from numpy.typing import NDArray
 
-from callbridge.media.endpoint import CLOCK_RATE, LegEndpoint, audio_payload
+from callbridge.media.endpoint import LegEndpoint
 from callbridge.media.g711 import ALAW_DECODE, ALAW_ENCODE, ULAW_DECODE, ULAW_ENCODE
 from callbridge.media.jitter import JitterBuffer
 from callbridge.media.mixer import FRAME_SAMPLES, Mixer
+from callbridge.media.stream import CLOCK_RATE, audio_payload
 
 if TYPE_CHECKING:
     from callbridge.media.relay import FrameSink
@@ -143,6 +144,8 @@ class Conference:
     def _tick(self) -> None:
         now = self._loop.time()
         self.ticks += 1
+        for leg in [leg for leg in self._participants if leg.closed]:
+            self.remove(leg)  # hung up without leaving first
         participants = list(self._participants.values())
         if participants:
             frames = {p: p.next_frame() for p in participants}

@@ -15,10 +15,8 @@ not import ``sip``) and does three things with every datagram:
 3. **Liveness.** The arrival time is kept, and a timer raises :class:`MediaTimeout` when no
    RTP arrived for ``inactivity_timeout`` seconds.
 
-What the leg hears goes out through its :class:`TxStream`, which owns the leg's outgoing SSRC,
-sequence numbers and timestamps. Whoever produces audio for the leg (the other leg of a
-bridge, a conference mixer, a tone player) sends through it, so a receiver sees one unbroken
-stream (RFC 3550 §5.1) across early media, answer, re-INVITE, bridge changes and playouts.
+What the leg hears goes out through its ``tx``, a :class:`~callbridge.media.stream.TxStream`
+that owns the leg's outgoing SSRC, sequence numbers and timestamps.
 """
 
 from __future__ import annotations
@@ -28,48 +26,20 @@ import ipaddress
 import logging
 import random
 import socket
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
 from callbridge.media.reactor import Reactor, reactor_for
-from callbridge.media.rtp import (
-    HEADER_SIZE,
-    RtpError,
-    RtpPacket,
-    is_rtcp,
-    rewrite_header,
-    unpack_header,
-)
+from callbridge.media.rtp import RtpError, is_rtcp, unpack_header
+from callbridge.media.stream import CLOCK_RATE, MAX_DATAGRAM, TxStream
 
-__all__ = [
-    "CLOCK_RATE",
-    "CODECS",
-    "LegEndpoint",
-    "LegMedia",
-    "MediaTimeout",
-    "RtpHandler",
-    "TxStream",
-    "audio_payload",
-    "payload_span",
-]
+__all__ = ["CLOCK_RATE", "CODECS", "LegEndpoint", "LegMedia", "MediaTimeout", "RtpHandler"]
 
 log = logging.getLogger(__name__)
 
-#: G.711 and telephone-events both run an 8 kHz RTP clock (RFC 3551 §4.5.14, RFC 4733 §2.1).
-CLOCK_RATE: Final = 8000
 #: The codecs a leg may negotiate.
 CODECS: Final = ("PCMU", "PCMA")
-#: Bytes read per datagram: ``recvfrom`` allocates this much and shrinks it, so a large size
-#: (asyncio's 256 KiB) costs time per packet. 2048 covers any RTP packet a G.711 call carries.
-MAX_DATAGRAM: Final = 2048
-#: RFC 3550 Appendix A.1: a forward jump larger than this, or a step back larger than
-#: MAX_MISORDER, means the source restarted its numbering; the outgoing stream re-anchors.
-MAX_DROPOUT: Final = 3000
-MAX_MISORDER: Final = 100
-
-_HEADER = struct.Struct("!BBHII")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,159 +100,6 @@ class RtpHandler(Protocol):
 
     def media_changed(self) -> None:
         """The leg's negotiated media changed (re-INVITE): recompute payload types."""
-
-
-def payload_span(data: bytes) -> tuple[int, int]:
-    """``(start, end)`` of an RTP packet's payload, past CSRCs and extension, before padding."""
-    if data[0] == 0x80:  # V=2, no padding, extension or CSRCs: nearly every packet
-        return HEADER_SIZE, len(data)
-    packet = RtpPacket.parse(data)
-    end = len(data) - packet.padding
-    return end - len(packet.payload), end
-
-
-def audio_payload(data: bytes) -> bytes | None:
-    """The payload of an RTP packet (a copy), or None if its CSRC/extension/padding lengths
-    are malformed."""
-    if data[0] == 0x80:
-        return data[HEADER_SIZE:]
-    try:
-        start, end = payload_span(data)
-    except RtpError:
-        return None
-    return data[start:end]
-
-
-class TxStream:
-    """The RTP stream a leg hears: one SSRC, sequence and timestamp line for the whole call.
-
-    Forwarded packets keep their source's spacing (so losses stay visible and telephone-event
-    timestamps stay right) through per-source offsets; when the source changes (new SSRC,
-    numbering restart, :meth:`reset_source`) the offsets are re-anchored so the sequence
-    continues by one and the timestamp by the wall-clock time since the last packet sent.
-    Generated frames (:meth:`send_generated`) continue the same line.
-    """
-
-    def __init__(self, rng: random.Random | None = None) -> None:
-        rng = rng or random.Random()
-        #: RFC 3550 §5.1, §8: random SSRC and initial sequence number and timestamp.
-        self.ssrc = rng.getrandbits(32)
-        self.seq = rng.getrandbits(16)
-        self.ts = rng.getrandbits(32)
-        self.sent = 0
-        #: Datagrams the kernel refused (a full send buffer, an unreachable host): dropped,
-        #: as late audio is worthless.
-        self.send_errors = 0
-        #: The socket's ``sendto``; None until the leg is started and after it is closed.
-        self.sendto: Callable[[memoryview, tuple[str, int]], int] | None = None
-        self.address: tuple[str, int] | None = None
-        self._last_at: float | None = None
-        self._src_ssrc = -1
-        self._src_seq = 0
-        self._seq_off = 0
-        self._ts_off = 0
-        self._buf = bytearray(MAX_DATAGRAM)
-        self._view = memoryview(self._buf)
-        self._view_len = 0
-        self._sized = self._view[:0]
-
-    def reset_source(self) -> None:
-        """The next forwarded packet starts a new source: re-anchor on it."""
-        self._src_ssrc = -1
-
-    def forward(
-        self,
-        data: bytes,
-        payload_type: int,
-        marker: bool,
-        seq: int,
-        ts: int,
-        ssrc: int,
-        now: float,
-        table: bytes | None = None,
-    ) -> None:
-        """Send a received packet on this stream, with ``payload_type`` and the payload
-        translated through ``table`` (mu-law <-> A-law) when given."""
-        gap = (seq - self._src_seq) & 0xFFFF
-        if ssrc != self._src_ssrc or MAX_DROPOUT < gap < 0x10000 - MAX_MISORDER:
-            self._anchor(seq, ts, ssrc, now)
-            marker = True  # RFC 3551 §4.1: the marker flags the start of a talkspurt
-            gap = 1
-        if gap < 0x8000:  # not a late packet: it extends the line
-            self._src_seq = seq
-        out_seq = (seq + self._seq_off) & 0xFFFF
-        out_ts = (ts + self._ts_off) & 0xFFFFFFFF
-        try:
-            length = rewrite_header(
-                self._buf,
-                data,
-                payload_type=payload_type,
-                sequence_number=out_seq,
-                timestamp=out_ts,
-                ssrc=self.ssrc,
-                marker=marker,
-            )
-        except RtpError:
-            return  # longer than any G.711 packet: not ours to relay
-        if table is not None:
-            try:
-                start, end = payload_span(data)
-            except RtpError:
-                return
-            self._buf[start:end] = data[start:end].translate(table)
-        if gap < 0x8000:
-            self.seq, self.ts = out_seq, out_ts
-        self._last_at = now
-        self._send(length)
-
-    def send_generated(
-        self, payload: bytes, payload_type: int, samples: int, now: float, marker: bool = False
-    ) -> None:
-        """Send one generated frame (tone, announcement, mix) of ``samples`` samples."""
-        self.reset_source()
-        if self._last_at is None:
-            marker = True
-        else:
-            self.ts = (self.ts + self._advance(now, samples)) & 0xFFFFFFFF
-        self.seq = (self.seq + 1) & 0xFFFF
-        self._last_at = now
-        b1 = payload_type | 0x80 if marker else payload_type
-        _HEADER.pack_into(self._buf, 0, 0x80, b1, self.seq, self.ts, self.ssrc)
-        end = HEADER_SIZE + len(payload)
-        self._buf[HEADER_SIZE:end] = payload
-        self._send(end)
-
-    def _anchor(self, seq: int, ts: int, ssrc: int, now: float) -> None:
-        if self._last_at is None:
-            # First packet of the stream: the source's seq/ts map onto our random start.
-            next_seq, next_ts = self.seq, self.ts
-        else:
-            next_seq = (self.seq + 1) & 0xFFFF
-            next_ts = (self.ts + self._advance(now, CLOCK_RATE // 50)) & 0xFFFFFFFF
-        self._seq_off = next_seq - seq
-        self._ts_off = next_ts - ts
-        self._src_ssrc = ssrc
-
-    def _advance(self, now: float, frame: int) -> int:
-        """Timestamp step for the next packet: at least one frame, more after a pause, in
-        whole frames, so the timestamp tracks the time the receiver waited (RFC 3550 §5.1)."""
-        assert self._last_at is not None
-        frames = round((now - self._last_at) * CLOCK_RATE / frame)
-        return max(frames, 1) * frame
-
-    def _send(self, length: int) -> None:
-        sendto, address = self.sendto, self.address
-        if sendto is None or address is None:
-            return
-        if length != self._view_len:  # nearly always the same size: keep one view
-            self._sized = self._view[:length]
-            self._view_len = length
-        try:
-            sendto(self._sized, address)
-        except OSError:
-            self.send_errors += 1
-            return
-        self.sent += 1
 
 
 class LegEndpoint:

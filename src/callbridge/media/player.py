@@ -19,9 +19,10 @@ from typing import Final
 import numpy as np
 from numpy.typing import NDArray
 
-from callbridge.media.endpoint import CLOCK_RATE, LegEndpoint
+from callbridge.media.endpoint import LegEndpoint
 from callbridge.media.g711 import ALAW_ENCODE, ULAW_ENCODE
 from callbridge.media.mixer import FRAME_SAMPLES
+from callbridge.media.stream import CLOCK_RATE
 
 __all__ = ["Player", "wav_frames"]
 
@@ -72,8 +73,8 @@ class Player:
 
     def _tick(self) -> None:
         self._timer = None
-        frame = next(self._frames, None)
-        if frame is None:
+        frame = None if self.leg.closed else next(self._frames, None)
+        if frame is None:  # played out, or the leg hung up under us
             self.stop()
             return
         now = self._loop.time()

@@ -3,8 +3,9 @@
 The pieces, each in its own module::
 
     ports.PortAllocator      even RTP ports of [media] rtp_port_min..max -> LegEndpoint
-    endpoint.LegEndpoint     one leg's UDP socket: source check / latching, inactivity,
-                             and its TxStream (the one SSRC/seq/timestamp line the leg hears)
+    endpoint.LegEndpoint     one leg's UDP socket: source check / latching, inactivity
+    stream.TxStream          the one SSRC/seq/timestamp line a leg hears, whoever feeds it
+    reactor                  all legs' sockets behind one epoll descriptor on the loop
     bridge.Bridge            two legs, packets forwarded (G.711 laws translated, events remapped)
     conference.Conference    three or more legs through the mixer, every 20 ms
     player.Player            tones or a WAV file into one leg (ringback, announcements)
