@@ -1,0 +1,83 @@
+"""The Starlette application, and what it needs from the rest of callbridge.
+
+:func:`create_app` takes one :class:`ApiContext`: the settings, the store, the call control
+(the b2bua's service, behind the :class:`CallControl` Protocol), the health checks and a
+clock. Nothing is read from globals, so tests build an app around a real store and a fake
+call control.
+
+The routes are in :mod:`callbridge.api.routes`, the error shape in
+:mod:`callbridge.api.errors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from callbridge.api.errors import CatchAllMiddleware, install_error_handlers
+from callbridge.api.origin import Network, parse_networks
+from callbridge.api.routes import build_routes
+from callbridge.api.validation import DEFAULT_BODY_LIMIT
+from callbridge.config import Settings
+from callbridge.errors import ConfigError
+from callbridge.store.models import Call, Store
+
+__all__ = ["ApiContext", "CallControl", "create_app"]
+
+
+class CallControl(Protocol):
+    """What the API asks of the call machinery."""
+
+    def check_available(self) -> None:
+        """Raise ``callbridge.errors.TrunkUnavailable(reason)`` if no call can be placed now:
+        the trunk is down by OPTIONS, no media ports are free, or the server is draining."""
+        ...
+
+    async def start(self, call: Call) -> None:
+        """Begin dialing ``call`` (already stored) in the background and return at once.
+        Failures later end the call FAILED; they are not raised here."""
+        ...
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    settings: Settings
+    store: Store
+    calls: CallControl
+    #: Named checks, True when passing (``{"database": True, "trunk": False}``).
+    health: Callable[[], Awaitable[dict[str, bool]]]
+    #: Timezone-aware UTC now.
+    clock: Callable[[], datetime] = utc_now
+    #: CIDRs of reverse proxies whose ``X-Forwarded-For`` is believed (``[http]
+    #: trusted_proxies``, to come). Empty: the socket's peer is the client.
+    trusted_proxies: tuple[str, ...] = ()
+    #: Largest request body accepted; larger is 413.
+    max_body_bytes: int = DEFAULT_BODY_LIMIT
+    #: ``trusted_proxies`` parsed; filled in by ``__post_init__``.
+    proxy_networks: tuple[Network, ...] = field(default=(), init=False)
+
+    def __post_init__(self) -> None:
+        try:
+            networks = parse_networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise ConfigError("http.trusted_proxies", f"must be CIDRs: {exc}") from None
+        object.__setattr__(self, "proxy_networks", networks)
+
+
+def create_app(ctx: ApiContext) -> Starlette:
+    """The REST API as an ASGI application."""
+    app = Starlette(routes=build_routes(ctx), middleware=[Middleware(CatchAllMiddleware)])
+    # "/calls/" is not "/calls": an unknown path is a 404 in our shape, never a redirect.
+    app.router.redirect_slashes = False
+    install_error_handlers(app)
+    app.state.ctx = ctx
+    return app

@@ -1,0 +1,212 @@
+"""The endpoints: each parses the request, asks the store or the call control, shapes the
+answer. The error codes are listed in ``openapi.yaml`` (served at ``/openapi.yaml``).
+
+``POST /calls``, in order: API key (401), origin policy (403), body (413, 400s from
+:mod:`callbridge.api.validation`), caller ID and agent (400), trunk availability (502, nothing
+stored), then the insert, where ``(account, uuid)`` decides idempotency: a first request is
+stored and dialed; a repeat with the same normalized body gets the first answer again with
+``Idempotent-Replayed: true`` and dials nothing; a repeat with another body is 409.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from callbridge.api.auth import authenticate
+from callbridge.api.errors import ApiError, error_response
+from callbridge.api.origin import check_origin, client_address
+from callbridge.api.recordings import serve_recording
+from callbridge.api.validation import CallRequest, parse_call_request, read_body, request_hash
+from callbridge.errors import TrunkUnavailable
+from callbridge.logs import call_logger
+from callbridge.numbers import display_number, parse_indian_number
+from callbridge.store.models import Account, Call, Leg, LegRole, LegStatus
+
+if TYPE_CHECKING:
+    from callbridge.api.app import ApiContext
+
+__all__ = ["build_routes", "call_status_body", "iso_utc"]
+
+log = logging.getLogger(__name__)
+
+REPLAYED_HEADER = "Idempotent-Replayed"
+#: A call id as we hand them out (str(uuid4())), in either case.
+_CALL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+#: The line of openapi.yaml that names the server; replaced by ``[http] public_url``.
+_SERVER_LINE = "  - url: http://127.0.0.1:8080\n"
+
+
+def build_routes(ctx: ApiContext) -> list[Route]:
+    api = _Endpoints(ctx)
+    return [
+        Route("/calls", api.post_call, methods=["POST"]),
+        Route("/calls/{call_id}", api.get_call, methods=["GET"]),
+        Route("/health", api.health, methods=["GET"]),
+        Route("/recordings/{filename}", api.recording, methods=["GET", "HEAD"]),
+        Route("/openapi.yaml", api.openapi, methods=["GET"]),
+    ]
+
+
+@dataclass(frozen=True)
+class _Endpoints:
+    ctx: ApiContext
+
+    async def post_call(self, request: Request) -> Response:
+        account = await self._account(request)
+        body = await read_body(request.headers, request.stream(), self.ctx.max_body_bytes)
+        wanted = parse_call_request(body)
+        call, created = await self._place(account, wanted)
+        answer = {"status": "success", "call_id": call.call_id, "message": "Call initiated"}
+        if not created:
+            return JSONResponse(answer, headers={REPLAYED_HEADER: "true"})
+        await self.ctx.calls.start(call)
+        return JSONResponse(answer)
+
+    async def get_call(self, request: Request) -> Response:
+        account = await self._account(request)
+        call_id = request.path_params["call_id"]
+        call = None
+        if _CALL_ID.fullmatch(call_id):
+            call = await self.ctx.store.get_call(call_id.lower())
+        if call is None or call.account_id != account.id:
+            raise ApiError(404, "CALL_NOT_FOUND", f"no call {call_id!r}")
+        return JSONResponse(call_status_body(call))
+
+    async def health(self, request: Request) -> Response:
+        try:
+            checks = {name: bool(ok) for name, ok in (await self.ctx.health()).items()}
+        except Exception:
+            log.exception("health checks failed to run")
+            return error_response(503, "UNHEALTHY", "health checks failed to run", checks={})
+        failing = [name for name, ok in checks.items() if not ok]
+        if failing:
+            message = f"unhealthy; failing: {', '.join(failing)}"
+            return error_response(503, "UNHEALTHY", message, checks=checks)
+        return JSONResponse({"status": "success", "checks": checks})
+
+    async def recording(self, request: Request) -> Response:
+        return await serve_recording(request, self.ctx.settings.storage.recordings_dir)
+
+    async def openapi(self, request: Request) -> Response:
+        text = openapi_text().replace(_SERVER_LINE, _server_line(self.ctx), 1)
+        return Response(text, media_type="text/yaml")
+
+    # -- POST /calls, step by step ---------------------------------------------------------
+
+    async def _account(self, request: Request) -> Account:
+        account = await authenticate(self.ctx.store, request.headers.get("authorization"))
+        peer = request.client.host if request.client else None
+        client = client_address(peer, request.headers.getlist("x-forwarded-for"),
+                                self.ctx.proxy_networks)
+        check_origin(account, client, request.headers.get("origin"))
+        return account
+
+    async def _place(self, account: Account, wanted: CallRequest) -> tuple[Call, bool]:
+        caller_id = await self._caller_id(account, wanted.from_number)
+        if wanted.crm_username is not None and \
+                await self.ctx.store.get_agent(account.id, wanted.crm_username) is None:
+            raise ApiError(400, "UNKNOWN_AGENT",
+                           f"crm_username {wanted.crm_username!r} is not a registered agent")
+        try:
+            self.ctx.calls.check_available()
+        except TrunkUnavailable as exc:
+            raise ApiError(502, "TRUNK_UNAVAILABLE", f"cannot place calls now: {exc}") from None
+        fresh = self._new_call(account, wanted, caller_id)
+        call, created = await self.ctx.store.create_call(fresh)
+        if not created and call.request_hash != fresh.request_hash:
+            raise ApiError(409, "DUPLICATE_UUID",
+                           f"uuid {wanted.uuid!r} was already used with a different request")
+        if created:
+            call_logger(log, call.call_id).info("initiated for account %s, uuid %r",
+                                                account.id, call.uuid)
+        return call, created
+
+    async def _caller_id(self, account: Account, from_number: str) -> str:
+        try:
+            e164 = parse_indian_number(from_number, mobile_only=False)
+        except ValueError:
+            e164 = None
+        if e164 is None or not await self.ctx.store.has_caller_id(account.id, e164):
+            raise ApiError(400, "CALLER_ID_NOT_ALLOWED",
+                           f"from_number {from_number!r} is not a caller ID of this account")
+        return e164
+
+    def _new_call(self, account: Account, wanted: CallRequest, caller_id: str) -> Call:
+        call_id = str(uuid.uuid4())
+        agent = wanted.agent_number or wanted.crm_username
+        assert agent is not None  # validation guarantees exactly one
+        return Call(
+            call_id=call_id,
+            account_id=account.id,
+            uuid=wanted.uuid,
+            from_number=caller_id,
+            to_number=wanted.to_number,
+            agent_number=wanted.agent_number,
+            crm_username=wanted.crm_username,
+            recording=wanted.recording,
+            max_ring_time=wanted.max_ring_time,
+            request_hash=request_hash(wanted, caller_id),
+            created_at=self.ctx.clock(),
+            legs=(Leg(call_id, 1, LegRole.AGENT, agent, LegStatus.DIALING),),
+        )
+
+
+# -- response shapes -----------------------------------------------------------------------
+
+
+def call_status_body(call: Call) -> dict[str, Any]:
+    """``CallStatusResponse``, with our additions (hangup_source, and per leg leg_id,
+    sip_code, reason, answered_at, ended_at)."""
+    return {
+        "status": "success",
+        "call_id": call.call_id,
+        "uuid": call.uuid,
+        "call_status": call.call_status.value,
+        "duration": int(call.duration),
+        "recording_url": call.recording_url,
+        "start_time": iso_utc(call.start_time),
+        "end_time": iso_utc(call.end_time),
+        "hangup_source": call.hangup_source.value if call.hangup_source else None,
+        "legs": [_leg_body(leg) for leg in sorted(call.legs, key=lambda leg: leg.leg_id)],
+    }
+
+
+def _leg_body(leg: Leg) -> dict[str, Any]:
+    return {
+        "leg_id": leg.leg_id,
+        "role": leg.role.value,
+        "number": display_number(leg.number),
+        "status": leg.status.value,
+        "sip_code": leg.sip_code,
+        "reason": leg.reason,
+        "answered_at": iso_utc(leg.answered_at),
+        "ended_at": iso_utc(leg.ended_at),
+    }
+
+
+def iso_utc(moment: datetime | None) -> str | None:
+    """``2026-07-03T10:00:00Z`` (whole seconds, as the spec's examples), or None."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def openapi_text() -> str:
+    """The packaged spec, with our additions."""
+    return resources.files("callbridge.api").joinpath("openapi.yaml").read_text("utf-8")
+
+
+def _server_line(ctx: ApiContext) -> str:
+    # A JSON string is a valid YAML double-quoted scalar.
+    return f"  - url: {json.dumps(ctx.settings.http.public_url)}\n"
