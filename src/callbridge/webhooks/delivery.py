@@ -105,6 +105,10 @@ class CallbackWorker:
         self._inflight: dict[str, asyncio.Task[None]] = {}
         #: When the retries this worker scheduled fall due, so it wakes for them on time.
         self._retry_at: dict[str, datetime] = {}
+        #: Entries whose last attempt could not be recorded (the database failed): still due
+        #: in the outbox, but not to be POSTed again before this time, or a database that
+        #: reads but cannot write would have us POST to the receiver in a tight loop.
+        self._held: dict[str, datetime] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -115,7 +119,8 @@ class CallbackWorker:
 
     async def stop(self) -> None:
         """Stop polling, let the attempts in flight finish (each is bounded by ``timeout``)
-        and record their outcome, then close the HTTP client if this worker made it."""
+        and record their outcome, then close the HTTP client if this worker made it. A
+        stopped worker is done: make a new one to start again."""
         self._stopping = True
         self._wake.set()
         if self._loop_task is not None:
@@ -150,9 +155,10 @@ class CallbackWorker:
     def _sleep_for(self) -> float:
         """Until the earliest retry this worker scheduled, at most ``poll_interval``: the
         poll finds entries written by another process (a CLI redeliver, another server)."""
-        if not self._retry_at:
+        wake_at = [*self._retry_at.values(), *self._held.values()]
+        if not wake_at:
             return self._poll_interval
-        wait = (min(self._retry_at.values()) - self._clock()).total_seconds()
+        wait = (min(wake_at) - self._clock()).total_seconds()
         return min(max(wait, 0.0), self._poll_interval)
 
     async def _dispatch_due(self) -> list[asyncio.Task[None]]:
@@ -160,13 +166,14 @@ class CallbackWorker:
         # A retry whose time has come is either in this batch or found by a later poll;
         # dropping it here keeps a store that disagrees on the time from making us spin.
         self._retry_at = {k: at for k, at in self._retry_at.items() if at > now}
+        self._held = {k: at for k, at in self._held.items() if at > now}
         try:
             due = await self._store.due_callbacks(now, limit=BATCH)
         except CallbridgeError:
             logger.exception("reading due callbacks failed; trying again at the next poll")
             return []
-        started = [self._spawn(entry) for entry in due if entry.event_id not in self._inflight]
-        return started
+        busy = self._inflight.keys() | self._held.keys()
+        return [self._spawn(entry) for entry in due if entry.event_id not in busy]
 
     def _spawn(self, entry: OutboxEntry) -> asyncio.Task[None]:
         task = asyncio.create_task(self._attempt(entry), name=f"callback-{entry.event_id}")
@@ -194,8 +201,10 @@ class CallbackWorker:
                     at=self._clock(),
                 )
         except Exception:
-            # Most likely the database: the entry stays due and the next poll tries again.
+            # Most likely the database: the entry stays due, to be tried again after a pause.
             log.exception("callback %s: attempt not recorded", entry.event_id)
+            pause = max(self._poll_interval, self._backoff_base)
+            self._held[entry.event_id] = self._clock() + timedelta(seconds=pause)
             return
         if attempt.next_attempt_at is not None:
             self._retry_at[entry.event_id] = attempt.next_attempt_at
