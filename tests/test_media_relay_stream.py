@@ -108,6 +108,14 @@ def test_a_late_packet_keeps_its_place_and_does_not_move_the_line() -> None:
     assert seqs == [0, 2, 1, 3]
 
 
+def test_generated_frames_late_by_timer_jitter_still_follow_on() -> None:
+    tx, transport = stream()
+    for now in (0.0, 0.032, 0.040, 0.075, 0.080):  # a loop running late, then catching up
+        tx.send_generated(b"\xff" * 160, 0, 160, now=now)
+    tx.send_generated(b"\xff" * 160, 0, 160, now=0.580)  # a real pause: 0.5 s
+    assert lines(transport) == [(1, 160)] * 4 + [(1, 25 * 160)]
+
+
 def test_generated_frames_continue_the_line_and_forwarding_resumes_after_them() -> None:
     tx, transport = stream()
     forward(tx, 500, 0, ssrc=1, now=0.0)

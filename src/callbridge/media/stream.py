@@ -32,6 +32,9 @@ MAX_DATAGRAM: Final = 2048
 MAX_DROPOUT: Final = 3000
 MAX_MISORDER: Final = 100
 
+#: A packet sent within this many frame times of the previous one continues it directly.
+_FOLLOW_ON_FRAMES: Final = 2
+
 _HEADER = struct.Struct("!BBHII")
 
 
@@ -167,11 +170,12 @@ class TxStream:
         self._src_ssrc = ssrc
 
     def _advance(self, now: float, frame: int) -> int:
-        """Timestamp step for the next packet: at least one frame, more after a pause, in
-        whole frames, so the timestamp tracks the time the receiver waited (RFC 3550 §5.1)."""
+        """Timestamp step for the next packet: one frame when it follows on (timer jitter is
+        not a gap: a larger step would play as a click of silence), else the pause in whole
+        frames, so the timestamp tracks the time the receiver waited (RFC 3550 §5.1)."""
         assert self._last_at is not None
         frames = round((now - self._last_at) * CLOCK_RATE / frame)
-        return max(frames, 1) * frame
+        return (frames if frames > _FOLLOW_ON_FRAMES else 1) * frame
 
     def _send(self, length: int) -> None:
         sendto, address = self.sendto, self.address
