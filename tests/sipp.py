@@ -11,6 +11,10 @@
 
     agent = sipp_uac("selftest/uac_for_answer.xml", ("127.0.0.1", 5060))  # SIPp calls us
 
+    trunk = by_number_trunk(calls=2)   # uas_by_number.xml: agent and customer legs at once
+    ...
+    trunk.calls_to("9876543400")       # the messages of the call to that number
+
 Tests import it as `from sipp import Sipp` (pytest puts tests/ on sys.path: there is no
 tests/__init__.py). Scenario names are looked up in sipp_scenarios/; paths work too.
 
@@ -50,6 +54,11 @@ SCENARIO_DIR = Path(__file__).resolve().parents[1] / "sipp_scenarios"
 
 #: Request-URI user of the copy uas_auth_407.xml sends to itself to run verifyauth.
 LOOPBACK_USER = "sipp-verifyauth"
+
+#: The tones uas_by_number.xml loops as RTP (raw mu-law, sipp_scenarios/audio/make_audio.py).
+AUDIO_DIR = SCENARIO_DIR / "audio"
+#: uas_by_number.xml's tones by frequency; each is the `-key tone_<hz>` its rtp_stream names.
+TONES_HZ = (440, 600, 1000)
 
 _BIND_FAILED = 254
 _STOP_GRACE = 2.0
@@ -426,6 +435,19 @@ class Sipp:
             if m.direction == "sent" and not m.is_loopback and m.matches(kind)
         ]
 
+    def calls_to(self, number: str) -> list[SippMessage]:
+        """The messages, in order, of every call whose INVITE went to `number`.
+
+        Numbers compare by their last 10 digits, so "+919876543400", "09876543400" and
+        "9876543400" are one number, whatever format the Request-URI user has.
+        """
+        call_ids = {
+            m.header("Call-ID")
+            for m in self.received("INVITE")
+            if _national(_uri_user(m.request_uri or "")) == _national(number)
+        }
+        return [m for m in self.messages() if not m.is_loopback and m.header("Call-ID") in call_ids]
+
     def report(self) -> str:
         """What to print when a test fails: the command, the exit, the logs' tails."""
         flow = "\n".join(f"  {m.direction:8} {m.first_line}" for m in self.messages())
@@ -450,6 +472,53 @@ def sipp_uac(scenario: str | os.PathLike[str], remote: tuple[str, int], **option
     `options` are Sipp's keyword arguments; `calls` defaults to 1 (`-m 1`).
     """
     return Sipp(scenario, remote=remote, **options)
+
+
+def tone_keys() -> list[str]:
+    """`-key` arguments that hand uas_by_number.xml its tone files.
+
+    SIPp reads an rtp_stream attribute when it loads the scenario, before any -set variable
+    exists, and opens the file from its working directory (the log directory here); an
+    attribute that is all one `[keyword]` takes its `-key` value instead: the absolute path,
+    `-1` (loop until the call ends) and payload type 0 (PCMU).
+    """
+    args: list[str] = []
+    for hz in TONES_HZ:
+        args += ["-key", f"tone_{hz}", f"{AUDIO_DIR / f'tone_{hz}.ulaw'},-1,0"]
+    return args
+
+
+def by_number_trunk(
+    *,
+    calls: int = 1,
+    variables: Mapping[str, object] | None = None,
+    extra_args: Sequence[str] = (),
+    **options: Any,
+) -> Sipp:
+    """SIPp as the trunk that acts on the dialled number (uas_by_number.xml).
+
+    It takes `calls` INVITEs, at once or one after another, and stops once they have all
+    ended; `variables` are its other parameters (ring_ms, hangup_ms, early_ms); `options`
+    are Sipp's keyword arguments.
+    """
+    return Sipp(
+        "uas_by_number.xml",
+        variables={"calls": calls, **(variables or {})},
+        extra_args=[*tone_keys(), *extra_args],
+        **options,
+    )
+
+
+def _uri_user(uri: str) -> str:
+    """The user part of a sip:/sips: URI ("" when it has none), without user parameters."""
+    scheme, _, rest = uri.partition(":")
+    user, at, _host = rest.partition("@")
+    return user.split(";", 1)[0] if scheme in ("sip", "sips") and at else ""
+
+
+def _national(number: str) -> str:
+    """The last 10 digits of a number: +91/91/0 prefixes and separators dropped."""
+    return "".join(c for c in number if c.isdigit())[-10:]
 
 
 async def _exited(proc: subprocess.Popen[bytes]) -> None:

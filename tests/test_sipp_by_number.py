@@ -1,0 +1,413 @@
+"""uas_by_number.xml: one SIPp trunk that acts on the dialled number's last digits.
+
+Each rule is played against a SIPp client (sipp_scenarios/selftest/uac_by_number_*.xml);
+one trunk then takes several calls at once, as callbridge's agent and customer legs; and
+a client written here in Python checks the audio: RTP from the port the SDP names, PCMU,
+a 440 Hz tone for a ...4XX number and 1 kHz for a ...1XX one, looped for the whole call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import select
+import shutil
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import numpy as np
+import pytest
+
+from callbridge.media.g711 import ulaw_decode
+from sipp import Sipp, SippMessage, by_number_trunk, sipp_uac
+
+pytestmark = [
+    pytest.mark.sipp,
+    pytest.mark.skipif(shutil.which("sipp") is None, reason="SIPp (sip-tester) is not installed"),
+]
+
+
+@dataclass(frozen=True)
+class Dial:
+    """One SIPp client call: its scenario in selftest/, the number, its -set variables."""
+
+    uac: str
+    number: str
+    variables: Mapping[str, object] = field(default_factory=dict)
+
+
+async def _dial_all(
+    dials: Sequence[Dial], trunk_variables: Mapping[str, object]
+) -> tuple[Sipp, list[Sipp]]:
+    async with by_number_trunk(
+        calls=len(dials), variables=trunk_variables, recv_timeout=4, timeout=15
+    ) as trunk:
+        uacs = [
+            sipp_uac(
+                f"selftest/uac_by_number_{dial.uac}.xml",
+                trunk.address,
+                service=dial.number,
+                variables=dial.variables,
+                recv_timeout=4,
+                timeout=15,
+            )
+            for dial in dials
+        ]
+        for uac in uacs:
+            await uac.start_async()
+        try:
+            codes = await asyncio.gather(*(uac.wait() for uac in uacs))
+            if not any(codes):  # else the trunk waits for a call that never comes: stop it
+                await trunk.wait()
+        finally:
+            for uac in uacs:
+                uac.stop()
+    return trunk, uacs
+
+
+def dial_all(
+    dials: Sequence[Dial], trunk_variables: Mapping[str, object] | None = None
+) -> tuple[Sipp, list[Sipp]]:
+    """Start the trunk for len(dials) calls, place them all at once; all have exited."""
+    return asyncio.run(_dial_all(dials, trunk_variables or {}))
+
+
+def assert_passed(*runs: Sipp) -> None:
+    for run in runs:
+        assert run.returncode == 0, run.report()
+
+
+def flow(messages: Sequence[SippMessage]) -> list[str]:
+    """The trunk's side of a call as 'received INVITE' / 'sent 180'."""
+    return [f"{m.direction} {m.method or m.status}" for m in messages]
+
+
+def first(messages: Sequence[SippMessage], direction: str, kind: str | int) -> SippMessage:
+    return next(m for m in messages if m.direction == direction and m.matches(kind))
+
+
+def gap(earlier: SippMessage, later: SippMessage) -> timedelta:
+    return later.time - earlier.time
+
+
+ANSWERED = ["received INVITE", "sent 100", "sent 180", "sent 200", "received ACK"]
+SDP_CODECS = (
+    " RTP/AVP 0 8 101\r\n",
+    "a=rtpmap:0 PCMU/8000\r\n",
+    "a=rtpmap:8 PCMA/8000\r\n",
+    "a=rtpmap:101 telephone-event/8000\r\n",
+)
+
+# Every rule, each number in another of the formats callbridge may send: only the last
+# digits count. "5" has no rule digits at all and is answered like any other number.
+RULES = {
+    "9876543401": ("refused", ["received INVITE", "sent 100", "sent 486", "received ACK"]),
+    "+919876543402": (
+        "ring_cancel",
+        [
+            "received INVITE",
+            "sent 100",
+            "sent 180",
+            "received CANCEL",
+            "sent 200",
+            "sent 487",
+            "received ACK",
+        ],
+    ),
+    "919876543403": ("refused", ["received INVITE", "sent 100", "sent 503", "received ACK"]),
+    "09876543404": ("hangup", [*ANSWERED, "sent BYE", "received 200"]),
+    "9876543405": (
+        "early",
+        [
+            "received INVITE",
+            "sent 100",
+            "sent 183",
+            "sent 200",
+            "received ACK",
+            "received BYE",
+            "sent 200",
+        ],
+    ),
+    "9876543406": ("refused", ["received INVITE", "sent 100", "sent 480", "received ACK"]),
+    "9876543400": ("answer", [*ANSWERED, "received BYE", "sent 200"]),
+    "5": ("answer", [*ANSWERED, "received BYE", "sent 200"]),
+}
+TIMING = {"ring_ms": 200, "hangup_ms": 300, "early_ms": 300}
+
+
+@pytest.fixture(scope="module")
+def every_rule() -> tuple[Sipp, dict[str, Sipp]]:
+    """One trunk, every rule's number dialled at once by its SIPp client; all have exited."""
+    dials = [Dial(uac, number) for number, (uac, _) in RULES.items()]
+    trunk, clients = dial_all(dials, TIMING)
+    return trunk, dict(zip(RULES, clients, strict=True))
+
+
+@pytest.mark.parametrize("number", RULES)
+def test_each_rule_plays_its_flow(every_rule: tuple[Sipp, dict[str, Sipp]], number: str) -> None:
+    trunk, clients = every_rule
+    assert_passed(trunk, clients[number])
+    assert flow(trunk.calls_to(number)) == RULES[number][1]
+
+
+def test_every_response_to_the_invite_carries_our_to_tag(
+    every_rule: tuple[Sipp, dict[str, Sipp]],
+) -> None:
+    trunk, _ = every_rule
+    tags = set()
+    for number in RULES:
+        call = trunk.calls_to(number)
+        responses = [m for m in call if m.status not in (None, 100) and m.direction == "sent"]
+        invite_to = first(call, "received", "INVITE").header("To")
+        finals = [m for m in responses if (m.header("CSeq") or "").endswith(" INVITE")]
+        assert {m.header("To") for m in finals} == {f"{invite_to};tag={_tag(finals[0])}"}
+        tags.add(_tag(finals[0]))
+    assert len(tags) == len(RULES)  # a dialog of its own for every call
+
+
+def _tag(response: SippMessage) -> str:
+    return (response.header("To") or "").rpartition(";tag=")[2]
+
+
+@pytest.mark.parametrize("number", ["9876543400", "5", "09876543404"])
+def test_answering_numbers_ring_for_ring_ms_then_answer_with_sdp(
+    every_rule: tuple[Sipp, dict[str, Sipp]], number: str
+) -> None:
+    call = every_rule[0].calls_to(number)
+    ringing, ok = first(call, "sent", 180), first(call, "sent", 200)
+    assert gap(ringing, ok) >= timedelta(milliseconds=TIMING["ring_ms"])
+    assert all(part in ok.body for part in SDP_CODECS)
+
+
+def test_early_media_sends_183_with_sdp_and_the_same_sdp_in_200_after_early_ms(
+    every_rule: tuple[Sipp, dict[str, Sipp]],
+) -> None:
+    call = every_rule[0].calls_to("9876543405")
+    progress, ok = first(call, "sent", 183), first(call, "sent", 200)
+    assert gap(progress, ok) >= timedelta(milliseconds=TIMING["early_ms"])
+    assert all(part in progress.body for part in SDP_CODECS)
+    assert ok.body == progress.body
+
+
+def test_hangup_number_sends_an_in_dialog_bye_after_hangup_ms(
+    every_rule: tuple[Sipp, dict[str, Sipp]],
+) -> None:
+    call = every_rule[0].calls_to("09876543404")
+    invite, ack, bye = (
+        first(call, "received", "INVITE"),
+        first(call, "received", "ACK"),
+        first(call, "sent", "BYE"),
+    )
+    assert gap(ack, bye) >= timedelta(milliseconds=TIMING["hangup_ms"])
+    # RFC 3261 12.2.1.1: to the remote target, the parties swapped, our tag in From.
+    assert invite.header("Contact") == f"<{bye.request_uri}>"
+    assert bye.header("To") == invite.header("From")
+    assert bye.header("From") == first(call, "sent", 200).header("To")
+    assert bye.header("Call-ID") == invite.header("Call-ID")
+
+
+def test_one_trunk_takes_the_agent_customer_and_third_leg_at_once() -> None:
+    agent, customer, third = "9876543400", "+919876543104", "09876543401"
+    trunk, clients = dial_all(
+        [
+            Dial("answer", agent, {"talk_ms": 2000}),
+            Dial("hangup", customer),
+            Dial("refused", third),
+        ]
+    )
+    assert_passed(trunk, *clients)
+    agent_call, customer_call = trunk.calls_to(agent), trunk.calls_to(customer)
+    assert flow(agent_call) == [*ANSWERED, "received BYE", "sent 200"]
+    assert flow(customer_call) == [*ANSWERED, "sent BYE", "received 200"]
+    assert flow(trunk.calls_to(third))[-2:] == ["sent 486", "received ACK"]
+    # The calls overlapped: the customer hung up while the agent was still talking.
+    assert agent_call[0].time < customer_call[-1].time < agent_call[-1].time
+    # The defaults: ring_ms 100, hangup_ms 1500.
+    ringing, ok = first(customer_call, "sent", 180), first(customer_call, "sent", 200)
+    assert timedelta(milliseconds=100) <= gap(ringing, ok) < timedelta(milliseconds=1000)
+    ack, bye = first(customer_call, "received", "ACK"), first(customer_call, "sent", "BYE")
+    assert gap(ack, bye) >= timedelta(milliseconds=1500)
+
+
+def test_the_trunk_fails_a_call_that_is_never_acked_and_stops() -> None:
+    """A failed call stops the trunk with exit 1, even when more calls were expected."""
+    with (
+        by_number_trunk(calls=3, recv_timeout=0.5, timeout=10) as trunk,
+        _SipClient(trunk.address) as client,
+    ):
+        reply = client.invite("9876543401", rtp_port=9)
+        trunk.wait_sync()
+    assert reply.startswith("SIP/2.0 486 Busy Here\r\n")
+    assert trunk.returncode == 1, trunk.report()
+    assert "did not complete the call to 9876543401" in trunk.error_log
+
+
+# --- the audio, from a client written here --------------------------------------------
+
+
+class _SipClient:
+    """A bare UDP SIP client: enough of RFC 3261 to place one call and watch its media."""
+
+    def __init__(self, trunk: tuple[str, int]) -> None:
+        self.trunk = trunk
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(3)
+        self.port = self.sock.getsockname()[1]
+        self.call_id = f"audio-{self.port}@test"
+        self.to_tag = ""
+        self.number = ""
+
+    def _request(self, method: str, cseq: int, body: str = "") -> bytes:
+        host, port = self.trunk
+        to_tag = f";tag={self.to_tag}" if self.to_tag else ""
+        content_type = "Content-Type: application/sdp\r\n" if body else ""
+        return (
+            f"{method} sip:{self.number}@{host}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bK-{method}-{cseq}-{self.port}\r\n"
+            f"From: <sip:callbridge@127.0.0.1:{self.port}>;tag=cb{self.port}\r\n"
+            f"To: <sip:{self.number}@{host}:{port}>{to_tag}\r\n"
+            f"Call-ID: {self.call_id}\r\n"
+            f"CSeq: {cseq} {method}\r\n"
+            f"Contact: <sip:callbridge@127.0.0.1:{self.port}>\r\n"
+            "Max-Forwards: 70\r\n"
+            f"{content_type}Content-Length: {len(body)}\r\n\r\n{body}"
+        ).encode()
+
+    def send_invite(self, number: str, rtp_port: int) -> None:
+        """Send the INVITE, its SDP offering media at rtp_port."""
+        self.number = number
+        sdp = (
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {rtp_port} RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+        )
+        self.sock.sendto(self._request("INVITE", 1, sdp), self.trunk)
+
+    def response(self) -> str:
+        """The next response; a final one also sets the To tag the dialog goes on with."""
+        reply = self.sock.recv(65535).decode()
+        if int(reply.split(" ", 2)[1]) >= 200:
+            self.to_tag = _capture(r"^To:.*;tag=([^;\r]+)", reply)
+        return reply
+
+    def final(self) -> str:
+        while int((reply := self.response()).split(" ", 2)[1]) < 200:
+            pass
+        return reply
+
+    def nothing_pending(self) -> bool:
+        """True when no SIP message waits to be read (a poll that does not wait)."""
+        readable, _, _ = select.select([self.sock], [], [], 0)
+        return not readable
+
+    def final_or_183(self) -> str:
+        while not (reply := self.response()).startswith(("SIP/2.0 183 ", "SIP/2.0 2")):
+            pass
+        return reply
+
+    def invite(self, number: str, rtp_port: int) -> str:
+        """Send the INVITE; return the final response."""
+        self.send_invite(number, rtp_port)
+        return self.final()
+
+    def ack(self) -> None:
+        self.sock.sendto(self._request("ACK", 1), self.trunk)
+
+    def bye(self) -> str:
+        self.sock.sendto(self._request("BYE", 2), self.trunk)
+        return self.sock.recv(65535).decode()
+
+    def __enter__(self) -> _SipClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.sock.close()
+
+
+def _capture(pattern: str, text: str) -> str:
+    """The first group of `pattern`'s first match, line by line, in `text`."""
+    found = re.search(pattern, text, re.MULTILINE)
+    assert found is not None, f"no {pattern!r} in:\n{text}"
+    return found[1]
+
+
+@dataclass(frozen=True)
+class Heard:
+    """What a call's RTP socket received (source, packet), and the trunk's SDP answer."""
+
+    answer: str
+    packets: list[tuple[tuple[str, int], bytes]]
+    #: Packets that came after the 183 and before the 200 (early media), else 0.
+    early: int = 0
+
+
+def _talk(trunk: tuple[str, int], number: str, seconds: float) -> Heard:
+    """Call `number`, take its RTP for `seconds` after the 200, hang up."""
+    with _SipClient(trunk) as client, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtp:
+        rtp.bind(("127.0.0.1", 0))
+        rtp.settimeout(1)
+        client.send_invite(number, rtp.getsockname()[1])
+        packets: list[tuple[tuple[str, int], bytes]] = []
+        early = 0
+        if (progress := client.final_or_183()).startswith("SIP/2.0 183 "):
+            # 10 packets (200 ms) well within early_ms (800): the 200 must still be to come.
+            packets += [(source, data) for data, source in (rtp.recvfrom(2048) for _ in range(10))]
+            early = len(packets) if client.nothing_pending() else 0
+            answer = client.final()
+        else:
+            answer = progress
+        client.ack()
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            data, source = rtp.recvfrom(2048)
+            packets.append((source, data))
+            # Talk back, as callbridge would: the trunk must neither echo nor choke on it.
+            rtp.sendto(bytes([0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7]) + b"\x7f" * 160, source)
+        assert client.bye().startswith("SIP/2.0 200 OK\r\n")
+        return Heard(answer, packets, early)
+
+
+def _peak_hz(payload: bytes) -> float:
+    pcm = ulaw_decode(payload).astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(pcm * np.hanning(len(pcm))))
+    return float(np.fft.rfftfreq(len(pcm), 1 / 8000)[int(spectrum.argmax())])
+
+
+async def _talk_to_all(numbers: Sequence[str], seconds: float) -> tuple[Sipp, list[Heard]]:
+    async with by_number_trunk(calls=len(numbers), recv_timeout=5, timeout=15) as trunk:
+        heard = await asyncio.gather(
+            *(asyncio.to_thread(_talk, trunk.address, n, seconds) for n in numbers)
+        )
+        await trunk.wait()
+    return trunk, list(heard)
+
+
+def test_each_leg_hears_its_tone_as_pcmu_from_the_answered_port_looped() -> None:
+    # A 440 Hz agent, a 1 kHz customer, and a 600 Hz third leg with early media.
+    numbers, tones = ("9876543400", "+919876543100", "09876543605"), (440, 1000, 600)
+    trunk, heard = asyncio.run(_talk_to_all(numbers, seconds=2.6))
+    assert_passed(trunk)
+    assert [call.early for call in heard] == [0, 0, 10]
+    for number, expected_hz, call in zip(numbers, tones, heard, strict=True):
+        sdp_port = int(_capture(r"^m=audio (\d+) ", call.answer))
+        sources = {source for source, _ in call.packets}
+        assert sources == {("127.0.0.1", sdp_port)}, number
+        headers = [packet[:12] for _, packet in call.packets]
+        assert {h[1] & 0x7F for h in headers} == {0}  # payload type 0: PCMU
+        assert {len(p) for _, p in call.packets} == {12 + 160}  # 20 ms a packet
+        # 2.6 s at 50 packets/s outlasts the 2 s file, with no gap in sequence.
+        sequence = [int.from_bytes(h[2:4], "big") for h in headers]
+        assert len(sequence) >= 120, number
+        assert sequence == list(range(sequence[0], sequence[0] + len(sequence)))
+        # The 2 s file (100 packets) starts over where it ended.
+        payloads = [p[12:] for _, p in call.packets]
+        assert all(a == b for a, b in zip(payloads, payloads[100:], strict=False))
+        payload = b"".join(payloads)
+        assert b"\x7f" * 160 not in payload  # our own audio never came back
+        assert abs(_peak_hz(payload) - expected_hz) < 5, number
+        # And the tone lasts the whole call: its first and last second alike.
+        assert abs(_peak_hz(payload[:8000]) - expected_hz) < 5
+        assert abs(_peak_hz(payload[-8000:]) - expected_hz) < 5
