@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import re
 import shutil
 import socket
@@ -30,6 +31,8 @@ from rtp_peer import Lab, dominant_frequency, run_lab
 pytestmark = [
     pytest.mark.sipp,
     pytest.mark.skipif(shutil.which("sipp") is None, reason="SIPp is not installed"),
+    # SIPp sends a pcap's packets through a raw socket ("Can't create raw IPv4 socket").
+    pytest.mark.skipif(os.geteuid() != 0, reason="SIPp's play_pcap_audio needs root"),
 ]
 
 SCENARIO = Path(__file__).resolve().parents[1] / "sipp_scenarios" / "rtp_pcap_uas.xml"
