@@ -260,8 +260,10 @@ class SqliteStore:
     ) -> AsyncIterator[aiosqlite.Connection]:
         """Everything in the block commits together, or (on any exception) not at all."""
         async with self._session(action) as db:
-            await db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
+                # Inside the try: a cancel while BEGIN is queued must still roll back, since
+                # aiosqlite's thread runs the BEGIN anyway.
+                await db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 yield db
                 await db.execute("COMMIT")
             except BaseException:

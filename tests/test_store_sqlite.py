@@ -1,0 +1,559 @@
+"""The SQLite store's repository methods, on real database files: accounts, keys, caller IDs,
+agents, calls and legs, the callback outbox; idempotent create_call under concurrency;
+finish_call all-or-nothing; errors translated to StorageError."""
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callbridge.errors import StorageError
+from callbridge.store.models import (
+    Call,
+    CallStatus,
+    HangupSource,
+    Leg,
+    LegRole,
+    LegStatus,
+    OutboxEntry,
+    OutboxStatus,
+)
+from callbridge.store.sqlite import SqliteStore
+
+T0 = datetime(2024, 5, 1, 10, 0, 0, 123456, tzinfo=UTC)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> datetime:
+        self.now += timedelta(seconds=seconds)
+        return self.now
+
+
+def run(path: Path, body: Callable[[SqliteStore], Awaitable[Any]], clock: Any = None) -> Any:
+    """Open the store at ``path``, run ``body`` with it, and close it whatever happens."""
+
+    async def main() -> Any:
+        store = await SqliteStore.open(path, clock=clock or FakeClock())
+        try:
+            return await body(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "callbridge.db"
+
+
+def a_call(account_id: str, call_id: str = "call-1", uuid: str = "crm-1", **kw: Any) -> Call:
+    agent = Leg(call_id, 1, LegRole.AGENT, "+919876543210", LegStatus.DIALING)
+    fields: dict[str, Any] = dict(
+        call_id=call_id,
+        account_id=account_id,
+        uuid=uuid,
+        from_number="+918041234567",
+        to_number="+919812345678",
+        agent_number="+919876543210",
+        crm_username=None,
+        recording=True,
+        max_ring_time=30,
+        request_hash="h" * 64,
+        legs=(agent,),
+    )
+    return Call(**{**fields, **kw})
+
+
+def finished(call: Call, at: datetime) -> Call:
+    legs = (
+        replace(call.legs[0], status=LegStatus.LEFT, answered_at=at, ended_at=at),
+        Leg(call.call_id, 2, LegRole.DESTINATION, call.to_number, LegStatus.LEFT, 200, "BYE",
+            answered_at=at, ended_at=at + timedelta(seconds=42)),
+    )  # fmt: skip
+    return replace(
+        call,
+        call_status=CallStatus.ANSWER,
+        start_time=at,
+        end_time=at + timedelta(seconds=42),
+        duration=42,
+        recording_url=f"http://127.0.0.1:8080/recordings/crm_{call.call_id}.wav",
+        hangup_source=HangupSource.DESTINATION,
+        legs=legs,
+    )
+
+
+def an_entry(call: Call, event_id: str = "evt-1", **kw: Any) -> OutboxEntry:
+    payload = json.dumps({"call_id": call.call_id})
+    return OutboxEntry(event_id, call.account_id, call.call_id, "https://crm.example/cb", payload,
+                       **kw)  # fmt: skip
+
+
+async def an_account(store: SqliteStore, name: str = "acme") -> str:
+    account = await store.create_account(name, "https://crm.example/cb", "whsec_c2VjcmV0")
+    return account.id
+
+
+# -- accounts and credentials --------------------------------------------------------------
+
+
+def test_accounts_round_trip_and_lookups(db: Path) -> None:
+    async def body(store: SqliteStore) -> None:
+        acme = await store.create_account(
+            "acme", "https://acme/cb", "whsec_a", allow_cidrs=("10.0.0.0/8", "192.0.2.7/32"),
+            allow_origins=("https://crm.acme.example",),
+        )  # fmt: skip
+        beta = await store.create_account("beta", "https://beta/cb", "whsec_b")
+        assert len(acme.id) == 32 and acme.id != beta.id
+        assert acme.created_at == T0
+        assert await store.get_account(acme.id) == acme
+        assert await store.find_account("acme") == acme
+        assert await store.find_account(beta.id) == beta
+        assert await store.find_account("gamma") is None
+        assert await store.get_account("acme") is None  # by id only
+        assert await store.list_accounts() == [acme, beta]
+
+    run(db, body)
+
+
+def test_duplicate_account_name_is_a_storage_error(db: Path) -> None:
+    async def body(store: SqliteStore) -> None:
+        await an_account(store, "acme")
+        with pytest.raises(StorageError, match="create account: UNIQUE constraint") as info:
+            await an_account(store, "acme")
+        assert isinstance(info.value.__cause__, sqlite3.IntegrityError)
+        assert len(await store.list_accounts()) == 1
+
+    run(db, body)
+
+
+def test_api_keys_found_by_hash_listed_and_revoked(db: Path) -> None:
+    clock = FakeClock()
+
+    async def body(store: SqliteStore) -> None:
+        account = await an_account(store)
+        first = await store.add_api_key(account, "hash-1", "cb_live_aaaa")
+        clock.advance(1)
+        second = await store.add_api_key(account, "hash-2", "cb_live_bbbb")
+        assert first.active and first.created_at == T0
+        assert await store.find_api_key("hash-1") == first
+        assert await store.find_api_key("nope") is None
+        assert await store.list_api_keys(account) == [first, second]
+
+        clock.advance(1)
+        assert await store.revoke_api_key("cb_live_aaaa")  # by prefix
+        revoked = await store.find_api_key("hash-1")
+        assert revoked is not None and not revoked.active and revoked.revoked_at == clock.now
+        assert not await store.revoke_api_key("cb_live_aaaa")  # already revoked
+        assert await store.revoke_api_key(second.id)  # by id
+        assert not await store.revoke_api_key("unknown")
+        assert [k.active for k in await store.list_api_keys(account)] == [False, False]
+
+    run(db, body, clock)
+
+
+def test_revoking_an_ambiguous_prefix_revokes_nothing(db: Path) -> None:
+    async def body(store: SqliteStore) -> None:
+        account = await an_account(store)
+        await store.add_api_key(account, "hash-1", "cb_live_same")
+        await store.add_api_key(account, "hash-2", "cb_live_same")
+        assert not await store.revoke_api_key("cb_live_same")
+        assert all(key.active for key in await store.list_api_keys(account))
+
+    run(db, body)
+
+
+def test_api_key_hash_is_unique_and_needs_an_account(db: Path) -> None:
+    async def body(store: SqliteStore) -> None:
+        account = await an_account(store)
+        await store.add_api_key(account, "hash-1", "cb_live_aaaa")
+        with pytest.raises(StorageError, match=r"UNIQUE constraint failed: api_keys\.key_hash"):
+            await store.add_api_key(account, "hash-1", "cb_live_bbbb")
+        with pytest.raises(StorageError, match="FOREIGN KEY constraint failed"):
+            await store.add_api_key("no-such-account", "hash-2", "cb_live_cccc")
+
+    run(db, body)
+
+
+def test_caller_ids_per_account(db: Path) -> None:
+    async def body(store: SqliteStore) -> None:
+        acme, beta = await an_account(store, "acme"), await an_account(store, "beta")
+        assert await store.add_caller_id(acme, "+918041234567")
+        assert await store.add_caller_id(acme, "+912212345678")
+        assert not await store.add_caller_id(acme, "+918041234567")
+        assert await store.list_caller_ids(acme) == ["+912212345678", "+918041234567"]
+        assert await store.has_caller_id(acme, "+918041234567")
+        assert not await store.has_caller_id(beta, "+918041234567")
+        assert await store.remove_caller_id(acme, "+918041234567")
+        assert not await store.remove_caller_id(acme, "+918041234567")
+        assert await store.list_caller_ids(acme) == ["+912212345678"]
+        assert await store.list_caller_ids(beta) == []
+
+    run(db, body)
+
+
+def test_agents_per_account(db: Path) -> None:
+    async def body(store: SqliteStore) -> None:
+        acme, beta = await an_account(store, "acme"), await an_account(store, "beta")
+        assert await store.add_agent(acme, "priya")
+        assert await store.add_agent(acme, "arjun")
+        assert not await store.add_agent(acme, "priya")
+        agent = await store.get_agent(acme, "priya")
+        assert agent is not None and agent.account_id == acme and agent.created_at == T0
+        assert await store.get_agent(beta, "priya") is None
+        assert [a.crm_username for a in await store.list_agents(acme)] == ["arjun", "priya"]
+        assert await store.remove_agent(acme, "priya")
+        assert not await store.remove_agent(acme, "priya")
+        assert await store.get_agent(acme, "priya") is None
+
+    run(db, body)
+
+
+# -- calls and legs ----------------------------------------------------------------------------
+
+
+def test_create_call_stores_every_field_and_leg(db: Path) -> None:
+    async def body(store: SqliteStore) -> None:
+        account = await an_account(store)
+        call = a_call(account, crm_username="priya", agent_number=None, recording=False)
+        created, inserted = await store.create_call(call)
+        assert inserted
+        assert created == replace(call, created_at=T0)
+        assert await store.get_call("call-1") == created
+        assert await store.get_call("call-2") is None
+
+    run(db, body)
+
+
+def test_create_call_with_a_known_uuid_returns_the_first_and_writes_nothing(db: Path) -> None:
+    async def body(store: SqliteStore) -> None:
+        acme, beta = await an_account(store, "acme"), await an_account(store, "beta")
+        first, _ = await store.create_call(a_call(acme))
+        again, inserted = await store.create_call(a_call(acme, "call-2", to_number="+91999"))
+        assert not inserted and again == first
+        assert await store.get_call("call-2") is None
+        # The uuid is unique per account only.
+        _, inserted = await store.create_call(a_call(beta, "call-3"))
+        assert inserted
+
+    run(db, body)
+
+
+def test_concurrent_duplicates_create_exactly_one_call(db: Path) -> None:
+    async def body(store: SqliteStore) -> None:
+        account = await an_account(store)
+        results = await asyncio.gather(
+            *(store.create_call(a_call(account, f"call-{i}")) for i in range(20))
+        )
+        winners = [call for call, inserted in results if inserted]
+        assert len(winners) == 1
+        assert {call.call_id for call, _ in results} == {winners[0].call_id}
+        assert len(await store.list_calls()) == 1
+
+    run(db, body)
+
+
+def test_concurrent_duplicates_from_two_connections_create_exactly_one_call(db: Path) -> None:
+    """Two stores on one file (as two processes would be): the unique index decides."""
+
+    async def main() -> None:
+        one = await SqliteStore.open(db)
+        two = await SqliteStore.open(db)
+        try:
+            account = await an_account(one)
+            results = await asyncio.gather(
+                *(
+                    (one if i % 2 else two).create_call(a_call(account, f"call-{i}"))
+                    for i in range(20)
+                )
+            )
+            assert sum(inserted for _, inserted in results) == 1
+            assert len({call.call_id for call, _ in results}) == 1
+        finally:
+            await one.close()
+            await two.close()
+
+    asyncio.run(main())
+
+
+def test_list_calls_newest_first_by_account_with_limit(db: Path) -> None:
+    clock = FakeClock()
+
+    async def body(store: SqliteStore) -> None:
+        acme, beta = await an_account(store, "acme"), await an_account(store, "beta")
+        for i in range(3):
+            clock.advance(1)
+            await store.create_call(a_call(acme, f"a{i}", f"u{i}"))
+            await store.create_call(a_call(beta, f"b{i}", f"u{i}"))
+        assert [c.call_id for c in await store.list_calls(acme)] == ["a2", "a1", "a0"]
+        assert [c.call_id for c in await store.list_calls(limit=3)] == ["b2", "a2", "b1"]
+        listed = await store.list_calls(beta, limit=1)
+        assert [c.call_id for c in listed] == ["b2"] and listed[0].legs[0].call_id == "b2"
+
+    run(db, body, clock)
+
+
+def test_save_leg_inserts_then_replaces(db: Path) -> None:
+    async def body(store: SqliteStore) -> None:
+        call, _ = await store.create_call(a_call(await an_account(store)))
+        customer = Leg(call.call_id, 2, LegRole.DESTINATION, call.to_number, LegStatus.DIALING)
+        await store.save_leg(customer)
+        answered = replace(customer, status=LegStatus.JOINED, sip_code=200, answered_at=T0)
+        await store.save_leg(answered)
+        stored = await store.get_call(call.call_id)
+        assert stored is not None and stored.legs == (call.legs[0], answered)
+
+    run(db, body)
+
+
+def test_update_call_writes_its_fields_not_its_legs(db: Path) -> None:
+    async def body(store: SqliteStore) -> None:
+        call, _ = await store.create_call(a_call(await an_account(store)))
+        bridged = replace(
+            call,
+            call_status=CallStatus.ANSWER,
+            start_time=T0 + timedelta(seconds=9),
+            legs=(replace(call.legs[0], status=LegStatus.JOINED),),
+        )
+        await store.update_call(bridged)
+        assert await store.get_call(call.call_id) == replace(bridged, legs=call.legs)
+        with pytest.raises(StorageError, match="no call nope"):
+            await store.update_call(replace(call, call_id="nope", legs=()))
+
+    run(db, body)
+
+
+def test_times_come_back_as_the_same_instant_in_utc(db: Path) -> None:
+    ist = timezone(timedelta(hours=5, minutes=30))
+
+    async def body(store: SqliteStore) -> None:
+        call, _ = await store.create_call(a_call(await an_account(store)))
+        local = datetime(2024, 5, 1, 15, 30, 0, 7, tzinfo=ist)
+        await store.update_call(replace(call, start_time=local))
+        stored = await store.get_call(call.call_id)
+        assert stored is not None and stored.start_time == local
+        assert stored.start_time.tzinfo == UTC and stored.start_time.hour == 10
+        with pytest.raises(ValueError, match="naive datetime"):
+            await store.update_call(replace(call, start_time=datetime(2024, 5, 1)))
+
+    run(db, body)
+
+
+def test_finish_call_writes_state_legs_and_callback(db: Path) -> None:
+    async def body(store: SqliteStore) -> None:
+        call, _ = await store.create_call(a_call(await an_account(store)))
+        done = finished(call, T0 + timedelta(seconds=5))
+        await store.finish_call(done, an_entry(done))
+        assert await store.get_call(call.call_id) == done
+        entry = await store.get_callback("evt-1")
+        assert entry == replace(an_entry(done), created_at=T0, next_attempt_at=T0)
+        assert await store.unfinished_calls() == []
+
+    run(db, body)
+
+
+def test_finish_call_is_all_or_nothing(db: Path) -> None:
+    """The outbox insert comes last; when it fails, the call's final state and legs written
+    before it in the same transaction must be rolled back."""
+
+    async def body(store: SqliteStore) -> None:
+        account = await an_account(store)
+        first, _ = await store.create_call(a_call(account, "call-1", "u1"))
+        second, _ = await store.create_call(a_call(account, "call-2", "u2"))
+        await store.finish_call(finished(first, T0), an_entry(first, "evt-same"))
+        with pytest.raises(StorageError, match="finish call: UNIQUE constraint failed") as info:
+            await store.finish_call(finished(second, T0), an_entry(second, "evt-same"))
+        assert isinstance(info.value.__cause__, sqlite3.IntegrityError)
+        assert await store.get_call("call-2") == second  # untouched: INITIATED, one leg
+        assert [c.call_id for c in await store.unfinished_calls()] == ["call-2"]
+        assert [e.call_id for e in await store.list_callbacks()] == ["call-1"]
+        # The failed transaction left nothing open: the next one goes through.
+        await store.finish_call(finished(second, T0), an_entry(second, "evt-2"))
+        assert await store.get_call("call-2") == finished(second, T0)
+
+    run(db, body)
+
+
+def test_unfinished_calls_oldest_first(db: Path) -> None:
+    clock = FakeClock()
+
+    async def body(store: SqliteStore) -> None:
+        account = await an_account(store)
+        calls = []
+        for i in range(3):
+            clock.advance(1)
+            created, _ = await store.create_call(a_call(account, f"c{i}", f"u{i}"))
+            calls.append(created)
+        await store.finish_call(finished(calls[1], T0), an_entry(calls[1]))
+        assert await store.unfinished_calls() == [calls[0], calls[2]]
+
+    run(db, body, clock)
+
+
+def test_a_cancelled_write_leaves_no_transaction_open(db: Path) -> None:
+    """Cancel create_call at each of its awaits: afterwards the call is either wholly there
+    or absent, and the store goes on working."""
+
+    async def body(store: SqliteStore) -> None:
+        account = await an_account(store)
+        for steps in range(8):
+            call = a_call(account, f"c{steps}", f"u{steps}")
+            task = asyncio.create_task(store.create_call(call))
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            stored = await store.get_call(call.call_id)
+            assert stored is None or stored.legs == call.legs
+            _, inserted = await store.create_call(a_call(account, f"again-{steps}", f"u{steps}"))
+            assert inserted == (stored is None)
+
+    run(db, body)
+
+
+# -- the callback outbox ---------------------------------------------------------------------
+
+
+async def three_finished_calls(store: SqliteStore, clock: FakeClock) -> list[Call]:
+    account = await an_account(store)
+    calls = []
+    for i in range(3):
+        clock.advance(1)
+        call, _ = await store.create_call(a_call(account, f"c{i}", f"u{i}"))
+        calls.append(finished(call, clock.now))
+    return calls
+
+
+def test_due_callbacks_pending_and_due_most_overdue_first(db: Path) -> None:
+    clock = FakeClock()
+
+    async def body(store: SqliteStore) -> None:
+        c0, c1, c2 = await three_finished_calls(store, clock)
+        now = clock.now
+        # Created in the opposite order to when they are due: the due time decides.
+        for call, event_id, due in ((c0, "late", 60), (c1, "due", -1), (c2, "older", -2)):
+            clock.advance(0.001)
+            entry = an_entry(call, event_id, next_attempt_at=now + timedelta(seconds=due))
+            await store.finish_call(call, entry)
+        assert [e.event_id for e in await store.due_callbacks(now)] == ["older", "due"]
+        assert [e.event_id for e in await store.due_callbacks(now, limit=1)] == ["older"]
+        await store.record_attempt(
+            "older", delivered=True, attempts=1, next_attempt_at=None, error=None, at=now
+        )
+        assert [e.event_id for e in await store.due_callbacks(now)] == ["due"]
+        assert await store.due_callbacks(now - timedelta(days=2)) == []
+
+    run(db, body, clock)
+
+
+def test_record_attempt_retry_then_fail_then_requeue(db: Path) -> None:
+    clock = FakeClock()
+
+    async def body(store: SqliteStore) -> None:
+        call = (await three_finished_calls(store, clock))[0]
+        await store.finish_call(call, an_entry(call))
+        later = T0 + timedelta(seconds=30)
+        await store.record_attempt(
+            "evt-1", delivered=False, attempts=1, next_attempt_at=later, error="HTTP 503", at=T0
+        )
+        entry = await store.get_callback("evt-1")
+        assert entry is not None
+        assert (entry.status, entry.attempts, entry.next_attempt_at, entry.last_error) == (
+            OutboxStatus.PENDING, 1, later, "HTTP 503",
+        )  # fmt: skip
+        await store.record_attempt(
+            "evt-1", delivered=False, attempts=4, next_attempt_at=None, error="timeout", at=later
+        )
+        entry = await store.get_callback("evt-1")
+        assert entry is not None and entry.status is OutboxStatus.FAILED
+        assert (entry.attempts, entry.next_attempt_at, entry.last_error) == (4, None, "timeout")
+        assert await store.due_callbacks(later + timedelta(days=1)) == []
+
+        again = later + timedelta(hours=1)
+        assert await store.requeue_callback("evt-1", again)
+        assert not await store.requeue_callback("evt-1", again)  # pending already
+        assert not await store.requeue_callback("nope", again)
+        entry = await store.get_callback("evt-1")
+        assert entry is not None
+        assert (entry.status, entry.attempts, entry.next_attempt_at) == (
+            OutboxStatus.PENDING, 0, again,
+        )  # fmt: skip
+        assert [e.event_id for e in await store.due_callbacks(again)] == ["evt-1"]
+
+    run(db, body, clock)
+
+
+def test_record_attempt_delivered_and_requeue_of_a_delivered_entry(db: Path) -> None:
+    clock = FakeClock()
+
+    async def body(store: SqliteStore) -> None:
+        call = (await three_finished_calls(store, clock))[0]
+        await store.finish_call(call, an_entry(call))
+        at = T0 + timedelta(seconds=1)
+        await store.record_attempt(
+            "evt-1", delivered=True, attempts=1, next_attempt_at=None, error=None, at=at
+        )
+        entry = await store.get_callback("evt-1")
+        assert entry is not None
+        assert (entry.status, entry.delivered_at, entry.attempts) == (
+            OutboxStatus.DELIVERED, at, 1,
+        )  # fmt: skip
+        assert await store.requeue_callback("evt-1", at)
+        entry = await store.get_callback("evt-1")
+        assert entry is not None and entry.status is OutboxStatus.PENDING
+        assert entry.delivered_at is None and entry.next_attempt_at == at
+        with pytest.raises(StorageError, match="no callback nope"):
+            await store.record_attempt(
+                "nope", delivered=True, attempts=1, next_attempt_at=None, error=None, at=at
+            )
+
+    run(db, body, clock)
+
+
+def test_list_callbacks_newest_first_filtered(db: Path) -> None:
+    clock = FakeClock()
+
+    async def body(store: SqliteStore) -> None:
+        c0, c1, c2 = await three_finished_calls(store, clock)
+        other = await an_account(store, "beta")
+        c3 = finished((await store.create_call(a_call(other, "c3", "u3")))[0], T0)
+        for i, call in enumerate((c0, c1, c2, c3)):
+            clock.advance(1)
+            await store.finish_call(call, an_entry(call, f"e{i}"))
+        await store.record_attempt(
+            "e1", delivered=True, attempts=1, next_attempt_at=None, error=None, at=clock.now
+        )
+        ids = [e.event_id for e in await store.list_callbacks()]
+        assert ids == ["e3", "e2", "e1", "e0"]
+        ids = [e.event_id for e in await store.list_callbacks(c0.account_id, limit=2)]
+        assert ids == ["e2", "e1"]
+        pending = await store.list_callbacks(c0.account_id, OutboxStatus.PENDING)
+        assert [e.event_id for e in pending] == ["e2", "e0"]
+        delivered = await store.list_callbacks(status=OutboxStatus.DELIVERED)
+        assert [e.event_id for e in delivered] == ["e1"]
+
+    run(db, body, clock)
+
+
+def test_a_closed_store_raises_storage_error(db: Path) -> None:
+    async def main() -> None:
+        store = await SqliteStore.open(db)
+        await store.ping()
+        await store.close()
+        await store.close()  # idempotent
+        with pytest.raises(StorageError, match="list accounts: the store is closed"):
+            await store.list_accounts()
+
+    asyncio.run(main())
