@@ -20,3 +20,9 @@ class SipParseError(ValueError):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
+
+
+def excerpt(text: str, limit: int = 60) -> str:
+    """``repr`` of at most ``limit`` characters of ``text``, for error messages: a 60 kB
+    header must not become a 60 kB log line."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."

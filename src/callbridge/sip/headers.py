@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
-from callbridge.sip.errors import SipParseError
+from callbridge.sip.errors import SipParseError, excerpt
 from callbridge.sip.uri import Uri, format_host, parse_hostport, parse_uri
 
 Params = tuple[tuple[str, str | None], ...]
@@ -142,9 +142,9 @@ def parse_params(text: str) -> Params:
         name, eq, value = item.partition("=")
         name, value = name.strip(_LWS), value.strip(_LWS)
         if not TOKEN_RE.fullmatch(name):
-            raise SipParseError(f"bad parameter name {name!r} in {text!r}")
+            raise SipParseError(f"bad parameter name {excerpt(name)} in {excerpt(text)}")
         if eq and not _GEN_VALUE_RE.fullmatch(value):
-            raise SipParseError(f"bad value for parameter {name!r} in {text!r}")
+            raise SipParseError(f"bad value for parameter {excerpt(name)} in {excerpt(text)}")
         params.append((name, value if eq else None))
     return tuple(params)
 
@@ -166,7 +166,7 @@ def _split_unquoted(text: str, sep: str) -> list[str]:
             parts.append(text[start:i])
             start = i + 1
     if quoted:
-        raise SipParseError(f"unterminated quoted string in {text!r}")
+        raise SipParseError(f"unterminated quoted string in {excerpt(text)}")
     parts.append(text[start:])
     return parts
 
@@ -219,11 +219,11 @@ class Via:
         # sent-protocol: SLASH is SWS "/" SWS, then LWS before sent-by.
         pieces = head.split("/", 2)
         if len(pieces) != 3:
-            raise SipParseError(f"bad Via sent-protocol in {text!r}")
+            raise SipParseError(f"bad Via sent-protocol in {excerpt(text)}")
         name, version = pieces[0].strip(_LWS), pieces[1].strip(_LWS)
         transport, sent_by = _split_lws(pieces[2].strip(_LWS))
         if not all(TOKEN_RE.fullmatch(t) for t in (name, version, transport)) or not sent_by:
-            raise SipParseError(f"bad Via sent-protocol or sent-by in {text!r}")
+            raise SipParseError(f"bad Via sent-protocol or sent-by in {excerpt(text)}")
         host, port = _parse_sent_by(sent_by)
         protocol = "SIP/2.0" if f"{name}/{version}".upper() == "SIP/2.0" else f"{name}/{version}"
         return cls(transport.upper(), host, port, parse_params(params), protocol)
@@ -293,11 +293,11 @@ class NameAddr:
         if text.startswith('"'):
             match = _QUOTED_RE.match(text)
             if match is None:
-                raise SipParseError(f"unterminated quoted display name in {text!r}")
+                raise SipParseError(f"unterminated quoted display name in {excerpt(text)}")
             display = _unquote(match.group())
             lt = _skip_lws(text, match.end())
             if not text.startswith("<", lt):
-                raise SipParseError(f"no <uri> after display name in {text!r}")
+                raise SipParseError(f"no <uri> after display name in {excerpt(text)}")
         else:
             lt = text.find("<")
             if lt < 0:
@@ -305,13 +305,13 @@ class NameAddr:
             display = _token_display_name(text[:lt])
         gt = text.find(">", lt)
         if gt < 0:
-            raise SipParseError(f"unclosed <> in {text!r}")
+            raise SipParseError(f"unclosed <> in {excerpt(text)}")
         uri_text = text[lt + 1 : gt]
         if uri_text != uri_text.strip(_LWS):  # RFC 4475 §3.1.2.14: no LWS inside <>
-            raise SipParseError(f"whitespace inside <> in {text!r}")
+            raise SipParseError(f"whitespace inside <> in {excerpt(text)}")
         rest = text[gt + 1 :].lstrip(_LWS)
         if rest and not rest.startswith(";"):
-            raise SipParseError(f"junk after <uri> in {text!r}")
+            raise SipParseError(f"junk after <uri> in {excerpt(text)}")
         return cls(parse_uri(uri_text), display or None, parse_params(rest))
 
     @classmethod
@@ -319,7 +319,7 @@ class NameAddr:
         uri_text, _, params = text.partition(";")
         uri_text = uri_text.rstrip(_LWS)
         if "?" in uri_text or "," in uri_text:
-            raise SipParseError(f"URI with '?' or ',' must be enclosed in <>: {text!r}")
+            raise SipParseError(f"URI with '?' or ',' must be enclosed in <>: {excerpt(text)}")
         return cls(parse_uri(uri_text), None, parse_params(params))
 
     @property
@@ -346,7 +346,7 @@ def _token_display_name(text: str) -> str | None:
     §3.1.2.15 baddn)."""
     text = text.strip(_LWS)
     if text and not all(TOKEN_RE.fullmatch(word) for word in _LWS_RE.split(text)):
-        raise SipParseError(f"display name {text!r} must be quoted")
+        raise SipParseError(f"display name {excerpt(text)} must be quoted")
     return text or None
 
 
@@ -380,10 +380,10 @@ class CSeq:
     def parse(cls, text: str) -> CSeq:
         match = _CSEQ_RE.fullmatch(text)
         if match is None:
-            raise SipParseError(f"bad CSeq {text!r}")
+            raise SipParseError(f"bad CSeq {excerpt(text)}")
         seq = int(match.group(1))
         if seq >= 2**31:
-            raise SipParseError(f"CSeq number out of range in {text!r}")
+            raise SipParseError(f"CSeq number out of range in {excerpt(text)}")
         return cls(seq, match.group(2))
 
     def __str__(self) -> str:

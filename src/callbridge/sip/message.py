@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NoReturn, TypeVar, cast
 
-from callbridge.sip.errors import SipParseError
+from callbridge.sip.errors import SipParseError, excerpt
 from callbridge.sip.headers import (
     COMPACT_FORMS,
     SINGLE_VALUE_HEADERS,
@@ -181,7 +181,7 @@ def _required(headers: Headers, name: str) -> str:
 
 def _parse_max_forwards(text: str) -> int:
     if not _DIGITS_RE.fullmatch(text) or int(text) > 255:
-        raise SipParseError(f"bad Max-Forwards {text!r}")
+        raise SipParseError(f"bad Max-Forwards {excerpt(text)}")
     return int(text)
 
 
@@ -278,7 +278,7 @@ def _header_fields(lines: list[str]) -> list[tuple[str, str]]:
         name, colon, value = line.partition(":")
         name = name.rstrip(" \t")
         if not colon or not TOKEN_RE.fullmatch(name):
-            raise SipParseError(f"bad header line {line[:80]!r}")
+            raise SipParseError(f"bad header line {excerpt(line)}")
         value = value.strip(" \t")
         fields.append((name, [value] if value else []))
     return [(name, " ".join(parts)) for name, parts in fields]
@@ -290,23 +290,23 @@ def _parse_start_line(line: str) -> _StartLine:
         _check_version(version)
         code, _, reason = rest.partition(" ")
         if not _STATUS_RE.fullmatch(code):  # RFC 4475 §3.1.2.19 bigcode
-            raise SipParseError(f"bad status code {code[:20]!r}")
+            raise SipParseError(f"bad status code {excerpt(code)}")
         if _CTL_RE.search(reason):
             raise SipParseError("control character in reason phrase")
         return ("response", code, reason)
     parts = line.split(" ")
     # RFC 4475 §3.1.2.7-3.1.2.10: <> around, LWS inside, runs of SP or trailing SP: all 400.
     if len(parts) != 3 or not TOKEN_RE.fullmatch(parts[0]):
-        raise SipParseError(f"bad request line {line[:80]!r}")
+        raise SipParseError(f"bad request line {excerpt(line)}")
     _check_version(parts[2])
     return ("request", parts[0], parts[1])  # the URI is checked by _validate
 
 
 def _check_version(version: str) -> None:
     if not _VERSION_RE.fullmatch(version):
-        raise SipParseError(f"bad SIP version {version[:20]!r}")
+        raise SipParseError(f"bad SIP version {excerpt(version)}")
     if version.upper() != SIP_VERSION:
-        raise SipParseError(f"unsupported version {version!r}", 505)
+        raise SipParseError(f"unsupported version {excerpt(version)}", 505)
 
 
 def _content_length(headers: Headers) -> int | None:
@@ -316,7 +316,7 @@ def _content_length(headers: Headers) -> int | None:
     if len(values) > 1:
         raise SipParseError("more than one Content-Length")
     if not _DIGITS_RE.fullmatch(values[0]):  # RFC 4475 §3.1.2.3 ncl: never negative
-        raise SipParseError(f"bad Content-Length {values[0][:20]!r}")
+        raise SipParseError(f"bad Content-Length {excerpt(values[0])}")
     return int(values[0])
 
 
@@ -341,7 +341,7 @@ def _validate(message: Message) -> None:
     for line in headers.get_all("Via"):
         for value in split_header_values(line, keep_empty=True):
             if not value:
-                raise SipParseError(f"empty Via value in {line!r}")
+                raise SipParseError(f"empty Via value in {excerpt(line)}")
             message._memo("Via", value, Via.parse)
     if "From" in headers:
         message.from_  # noqa: B018 - parsed for validation and remembered
@@ -349,13 +349,13 @@ def _validate(message: Message) -> None:
         message.to  # noqa: B018
     call_id = headers.get("Call-ID")
     if call_id is not None and not _CALL_ID_RE.fullmatch(call_id):
-        raise SipParseError(f"bad Call-ID {call_id[:80]!r}")
+        raise SipParseError(f"bad Call-ID {excerpt(call_id)}")
     message.max_forwards  # noqa: B018
     if "CSeq" in headers:
         cseq = message.cseq
         # RFC 4475 §3.1.2.17-18 mismatch01/02: a request's CSeq names its own method.
         if isinstance(message, Request) and cseq.method != message.method:
-            raise SipParseError(f"CSeq method {cseq.method!r} is not {message.method!r}")
+            raise SipParseError(f"CSeq method {excerpt(cseq.method)} is not the request's")
 
 
 class StreamParser:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from callbridge.sip.errors import SipParseError
+from callbridge.sip.errors import SipParseError, excerpt
 
 UriParams = tuple[tuple[str, str | None], ...]
 
@@ -59,7 +59,7 @@ _TEL_PNAME_RE = re.compile(r"[A-Za-z0-9\-]+")
 def _unescape(text: str, pattern: re.Pattern[str], what: str) -> str:
     """Validate ``text`` against its component grammar and decode its %-escapes once."""
     if not pattern.fullmatch(text):
-        raise SipParseError(f"invalid characters or escapes in URI {what} {text!r}")
+        raise SipParseError(f"invalid characters or escapes in URI {what} {excerpt(text)}")
     if "%" not in text:
         return text
     pieces = text.split("%")
@@ -100,7 +100,7 @@ def is_valid_host(host: str) -> bool:
 def parse_port(text: str) -> int:
     """A port number, 0..65535, ASCII digits only."""
     if not _PORT_RE.fullmatch(text) or int(text) > 65535:
-        raise SipParseError(f"bad port {text!r}")
+        raise SipParseError(f"bad port {excerpt(text)}")
     return int(text)
 
 
@@ -109,17 +109,17 @@ def parse_hostport(text: str) -> tuple[str, int | None]:
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
-            raise SipParseError(f"unclosed IPv6 reference in {text!r}")
+            raise SipParseError(f"unclosed IPv6 reference in {excerpt(text)}")
         host, rest = text[: end + 1], text[end + 1 :]
     else:
         host, sep, port_text = text.partition(":")
         rest = sep + port_text
     if not is_valid_host(host):
-        raise SipParseError(f"bad host in {text!r}")
+        raise SipParseError(f"bad host in {excerpt(text)}")
     if not rest:
         return host, None
     if rest[0] != ":":
-        raise SipParseError(f"junk after host in {text!r}")
+        raise SipParseError(f"junk after host in {excerpt(text)}")
     return host, parse_port(rest[1:])
 
 
@@ -147,7 +147,7 @@ class SipUri:
     def parse(cls, text: str) -> SipUri:
         scheme, colon, rest = text.partition(":")
         if not colon or scheme.lower() not in ("sip", "sips"):
-            raise SipParseError(f"not a sip/sips URI: {text!r}")
+            raise SipParseError(f"not a sip/sips URI: {excerpt(text)}")
         user = password = None
         at = rest.find("@")
         if at >= 0:
@@ -207,7 +207,7 @@ def _parse_uri_headers(text: str) -> tuple[tuple[str, str], ...]:
     for item in text.split("&"):
         name, eq, value = item.partition("=")
         if not eq:
-            raise SipParseError(f"URI header without '=' in {text!r}")
+            raise SipParseError(f"URI header without '=' in {excerpt(text)}")
         headers.append(
             (_unescape(name, _HNAME_RE, "header name"), _unescape(value, _HVALUE_RE, "header"))
         )
@@ -225,15 +225,15 @@ class TelUri:
     def parse(cls, text: str) -> TelUri:
         scheme, _, rest = text.partition(":")
         if scheme.lower() != "tel":
-            raise SipParseError(f"not a tel URI: {text!r}")
+            raise SipParseError(f"not a tel URI: {excerpt(text)}")
         number, semi, param_text = rest.partition(";")
         if not _TEL_NUMBER_RE.fullmatch(number) or not any(c.isalnum() for c in number):
-            raise SipParseError(f"bad telephone number in {text!r}")
+            raise SipParseError(f"bad telephone number in {excerpt(text)}")
         params: list[tuple[str, str | None]] = []
         for item in param_text.split(";") if semi else ():
             name, eq, value = item.partition("=")
             if not _TEL_PNAME_RE.fullmatch(name) or (eq and not _PARAM_RE.fullmatch(value)):
-                raise SipParseError(f"bad tel URI parameter {item!r}")
+                raise SipParseError(f"bad tel URI parameter {excerpt(item)}")
             params.append((name, value if eq else None))
         return cls(number, tuple(params))
 
@@ -273,14 +273,14 @@ def parse_uri(text: str) -> Uri:
     text = text.strip(" \t")
     scheme, colon, rest = text.partition(":")
     if not colon or not _SCHEME_RE.fullmatch(scheme):
-        raise SipParseError(f"not an absolute URI: {text!r}")
+        raise SipParseError(f"not an absolute URI: {excerpt(text)}")
     lowered = scheme.lower()
     if lowered in ("sip", "sips"):
         return SipUri.parse(text)
     if lowered == "tel":
         return TelUri.parse(text)
     if not _OPAQUE_RE.fullmatch(rest):
-        raise SipParseError(f"bad characters in URI {text!r}")
+        raise SipParseError(f"bad characters in URI {excerpt(text)}")
     return AbsoluteUri(scheme, rest)
 
 
