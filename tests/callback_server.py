@@ -101,8 +101,14 @@ class CallbackServer:
         self._sock.listen(64)
         app = Starlette(routes=[Route("/{path:path}", self._handle, methods=_METHODS)])
         config = uvicorn.Config(
-            app, loop="asyncio", http="h11", ws="none", lifespan="off",
-            log_config=None, access_log=False, timeout_graceful_shutdown=1,
+            app,
+            loop="asyncio",
+            http="h11",
+            ws="none",
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=1,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name="callback-server", daemon=True)

@@ -81,24 +81,40 @@ async def add_account(store: Store, url: str, secret: str = SECRET) -> Account:
     return await store.create_account("acme", url, secret)
 
 
-async def add_finished_call(store: Store, account: Account, now: datetime,
-                            uuid: str = "crm-1") -> OutboxEntry:
+async def add_finished_call(
+    store: Store, account: Account, now: datetime, uuid: str = "crm-1"
+) -> OutboxEntry:
     """An answered call ended at ``now``, stored with its callback as the call service does."""
     call_id = f"call-{uuid}"
     dialled = Call(
-        call_id=call_id, account_id=account.id, uuid=uuid, from_number="+919800000000",
-        to_number="+919876543210", agent_number="+919876543211", crm_username=None,
-        recording=False, max_ring_time=30, request_hash="0" * 64, created_at=now,
+        call_id=call_id,
+        account_id=account.id,
+        uuid=uuid,
+        from_number="+919800000000",
+        to_number="+919876543210",
+        agent_number="+919876543211",
+        crm_username=None,
+        recording=False,
+        max_ring_time=30,
+        request_hash="0" * 64,
+        created_at=now,
         legs=(Leg(call_id, 1, LegRole.AGENT, "+919876543211", LegStatus.DIALING),),
     )
     await store.create_call(dialled)
     legs = (
         Leg(call_id, 1, LegRole.AGENT, "+919876543211", LegStatus.LEFT, 200, "OK", now, now),
-        Leg(call_id, 2, LegRole.DESTINATION, "+919876543210", LegStatus.LEFT, 200, "OK",
-            now, now),
+        Leg(call_id, 2, LegRole.DESTINATION, "+919876543210", LegStatus.LEFT, 200, "OK", now, now),
     )
-    ended = Call(**{**dialled.__dict__, "call_status": CallStatus.ANSWER, "start_time": now,
-                    "end_time": now, "hangup_source": HangupSource.AGENT, "legs": legs})
+    ended = Call(
+        **{
+            **dialled.__dict__,
+            "call_status": CallStatus.ANSWER,
+            "start_time": now,
+            "end_time": now,
+            "hangup_source": HangupSource.AGENT,
+            "legs": legs,
+        }
+    )
     entry = new_outbox_entry(account, ended, None, now)
     await store.finish_call(ended, entry)
     return entry
@@ -133,9 +149,7 @@ def assert_signed(request: Received, entry: OutboxEntry, secret: str = SECRET) -
 # -- the running worker, real clock ------------------------------------------------------------
 
 
-def test_delivers_on_the_first_try_signed_as_json(
-    server: CallbackServer, db_path: Path
-) -> None:
+def test_delivers_on_the_first_try_signed_as_json(server: CallbackServer, db_path: Path) -> None:
     async def scenario() -> tuple[OutboxEntry, OutboxEntry | None]:
         store = await open_store(db_path)
         account = await add_account(store, server.url)
@@ -176,8 +190,9 @@ def test_two_failures_then_success_is_three_posts_of_one_event_with_backoff(
         account = await add_account(store, server.url)
         attempts: asyncio.Queue[Attempt] = asyncio.Queue()
         # No polling to speak of: the worker must wake for its own retries, on time.
-        worker = CallbackWorker(store, backoff_base=0.05, poll_interval=3600,
-                                on_attempt=attempts.put_nowait)
+        worker = CallbackWorker(
+            store, backoff_base=0.05, poll_interval=3600, on_attempt=attempts.put_nowait
+        )
         await worker.start()
         entry = await add_finished_call(store, account, datetime.now(UTC))
         worker.wake()
@@ -189,7 +204,9 @@ def test_two_failures_then_success_is_three_posts_of_one_event_with_backoff(
 
     entry, seen, stored = run(scenario())
     assert [(a.number, a.delivered, a.error) for a in seen] == [
-        (1, False, "HTTP 500"), (2, False, "HTTP 500"), (3, True, None)
+        (1, False, "HTTP 500"),
+        (2, False, "HTTP 500"),
+        (3, True, None),
     ]
     requests = server.received
     assert len(requests) == 3
@@ -213,8 +230,9 @@ def test_four_failures_leave_it_failed_and_a_requeue_delivers_it(
         account = await add_account(store, server.url)
         attempts: asyncio.Queue[Attempt] = asyncio.Queue()
         # No polling to speak of: the worker must wake for its own retries, on time.
-        worker = CallbackWorker(store, backoff_base=0.05, poll_interval=3600,
-                                on_attempt=attempts.put_nowait)
+        worker = CallbackWorker(
+            store, backoff_base=0.05, poll_interval=3600, on_attempt=attempts.put_nowait
+        )
         await worker.start()
         entry = await add_finished_call(store, account, datetime.now(UTC))
         worker.wake()
@@ -245,9 +263,7 @@ def test_four_failures_leave_it_failed_and_a_requeue_delivers_it(
     run(scenario())
 
 
-def test_wake_delivers_without_waiting_for_the_poll(
-    server: CallbackServer, db_path: Path
-) -> None:
+def test_wake_delivers_without_waiting_for_the_poll(server: CallbackServer, db_path: Path) -> None:
     async def scenario() -> None:
         store = await open_store(db_path)
         account = await add_account(store, server.url)
@@ -344,7 +360,9 @@ def test_stop_lets_an_attempt_in_flight_finish_and_records_it(
     stored = run(scenario())
     assert stored is not None
     assert (stored.status, stored.attempts, stored.last_error) == (
-        OutboxStatus.PENDING, 1, "timeout"
+        OutboxStatus.PENDING,
+        1,
+        "timeout",
     )
 
 
@@ -396,7 +414,9 @@ def test_backoff_schedule_is_30_60_120_then_failed(
         final = await store.get_callback(entry.event_id)
         assert final is not None
         assert (final.status, final.attempts, final.last_error) == (
-            OutboxStatus.FAILED, 4, "HTTP 500"
+            OutboxStatus.FAILED,
+            4,
+            "HTTP 500",
         )
         await store.close()
         return entry, schedule
@@ -465,7 +485,9 @@ def test_a_receiver_that_never_answers_times_out_and_the_retry_succeeds(
     timed_out, delivered = run(scenario())
     assert timed_out is not None and delivered is not None
     assert (timed_out.status, timed_out.attempts, timed_out.last_error) == (
-        OutboxStatus.PENDING, 1, "timeout"
+        OutboxStatus.PENDING,
+        1,
+        "timeout",
     )
     assert (delivered.status, delivered.attempts) == (OutboxStatus.DELIVERED, 2)
 
@@ -496,8 +518,9 @@ def test_an_attempt_that_cannot_be_recorded_is_retried_after_a_pause(
         store = await open_store(db_path)
         account = await add_account(store, server.url)
         entry = await add_finished_call(store, account, clock())
-        worker = CallbackWorker(UnwritableOnce(store), poll_interval=1, backoff_base=30,
-                                clock=clock)
+        worker = CallbackWorker(
+            UnwritableOnce(store), poll_interval=1, backoff_base=30, clock=clock
+        )
         assert await worker.run_once() == 1
         # Still due in the outbox, but not POSTed again at once: no tight loop.
         assert await worker.run_once() == 0
@@ -543,9 +566,7 @@ def test_a_redirect_is_not_followed(server: CallbackServer, db_path: Path) -> No
 @pytest.mark.parametrize(
     "url", ["ftp://127.0.0.1/cb", "file:///etc/passwd", "127.0.0.1:8080/cb", "http://", ""]
 )
-def test_a_url_that_is_not_http_fails_at_once_without_a_request(
-    db_path: Path, url: str
-) -> None:
+def test_a_url_that_is_not_http_fails_at_once_without_a_request(db_path: Path, url: str) -> None:
     stored = run(one_attempt(db_path, url))
     assert stored is not None
     assert (stored.status, stored.attempts) == (OutboxStatus.FAILED, 1)
@@ -588,8 +609,9 @@ def test_a_shared_client_is_left_open(server: CallbackServer, db_path: Path) -> 
     assert run(scenario()) is False
 
 
-async def one_attempt(db_path: Path, url: str, secret: str = SECRET,
-                      **options: Any) -> OutboxEntry | None:
+async def one_attempt(
+    db_path: Path, url: str, secret: str = SECRET, **options: Any
+) -> OutboxEntry | None:
     """Store one callback to ``url`` and make exactly one attempt at it."""
     clock = FakeClock()
     store = await open_store(db_path)

@@ -39,10 +39,28 @@ def spec_example() -> dict[str, Any]:
 
 def answered_call(**changes: Any) -> Call:
     legs = (
-        Leg(CALL_ID, 2, LegRole.DESTINATION, "+919876543210", LegStatus.LEFT, 200, "OK",
-            T0, T0 + timedelta(seconds=150)),
-        Leg(CALL_ID, 1, LegRole.AGENT, "+919876543211", LegStatus.LEFT, 200, "OK",
-            T0 - timedelta(seconds=8), T0 + timedelta(seconds=150)),
+        Leg(
+            CALL_ID,
+            2,
+            LegRole.DESTINATION,
+            "+919876543210",
+            LegStatus.LEFT,
+            200,
+            "OK",
+            T0,
+            T0 + timedelta(seconds=150),
+        ),
+        Leg(
+            CALL_ID,
+            1,
+            LegRole.AGENT,
+            "+919876543211",
+            LegStatus.LEFT,
+            200,
+            "OK",
+            T0 - timedelta(seconds=8),
+            T0 + timedelta(seconds=150),
+        ),
     )
     call = Call(
         call_id=CALL_ID,
@@ -90,24 +108,52 @@ def test_answered_call_reads_like_the_spec_example() -> None:
 def test_legs_are_listed_by_leg_id_with_their_details() -> None:
     body = json.loads(build_callback(answered_call(), EVENT, None))
     assert body["legs"] == [
-        {"leg_id": 1, "role": "agent", "number": "9876543211", "status": "LEFT",
-         "sip_code": 200, "reason": "OK", "answered_at": "2026-07-03T09:59:52Z",
-         "ended_at": "2026-07-03T10:02:30Z"},
-        {"leg_id": 2, "role": "destination", "number": "9876543210", "status": "LEFT",
-         "sip_code": 200, "reason": "OK", "answered_at": "2026-07-03T10:00:00Z",
-         "ended_at": "2026-07-03T10:02:30Z"},
+        {
+            "leg_id": 1,
+            "role": "agent",
+            "number": "9876543211",
+            "status": "LEFT",
+            "sip_code": 200,
+            "reason": "OK",
+            "answered_at": "2026-07-03T09:59:52Z",
+            "ended_at": "2026-07-03T10:02:30Z",
+        },
+        {
+            "leg_id": 2,
+            "role": "destination",
+            "number": "9876543210",
+            "status": "LEFT",
+            "sip_code": 200,
+            "reason": "OK",
+            "answered_at": "2026-07-03T10:00:00Z",
+            "ended_at": "2026-07-03T10:02:30Z",
+        },
     ]
 
 
 def test_unanswered_softphone_call_has_nulls_where_nothing_happened() -> None:
     legs = (
         Leg(CALL_ID, 1, LegRole.AGENT, "agent.017", LegStatus.LEFT, 200, "OK", T0, T0),
-        Leg(CALL_ID, 2, LegRole.DESTINATION, "+919876543210", LegStatus.FAILED, 486,
-            "Busy Here", None, T0),
+        Leg(
+            CALL_ID,
+            2,
+            LegRole.DESTINATION,
+            "+919876543210",
+            LegStatus.FAILED,
+            486,
+            "Busy Here",
+            None,
+            T0,
+        ),
     )
     call = answered_call(
-        agent_number=None, crm_username="agent.017", call_status=CallStatus.BUSY,
-        start_time=None, duration=0, hangup_source=HangupSource.DESTINATION, legs=legs,
+        agent_number=None,
+        crm_username="agent.017",
+        call_status=CallStatus.BUSY,
+        start_time=None,
+        duration=0,
+        hangup_source=HangupSource.DESTINATION,
+        legs=legs,
     )
     body = json.loads(build_callback(call, EVENT, None))
     assert body["status"] == "BUSY"
@@ -150,8 +196,10 @@ def test_the_text_is_compact_ascii_and_the_same_every_time() -> None:
     ("moment", "expected"),
     [
         (datetime(2026, 7, 3, 10, 0, 0, 999_999, tzinfo=UTC), "2026-07-03T10:00:00Z"),
-        (datetime(2026, 7, 3, 15, 30, 5, tzinfo=timezone(timedelta(hours=5, minutes=30))),
-         "2026-07-03T10:00:05Z"),
+        (
+            datetime(2026, 7, 3, 15, 30, 5, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+            "2026-07-03T10:00:05Z",
+        ),
         (datetime(2026, 7, 3, 10, 0, 5), "2026-07-03T10:00:05Z"),  # naive: taken as UTC
         (None, None),
     ],
@@ -183,5 +231,6 @@ def test_new_outbox_entry_is_pending_due_now_to_the_account_url() -> None:
     body = json.loads(entry.payload)
     assert body["event_id"] == entry.event_id
     assert body["recording_url"] == "https://cb.example/recordings/crm_x.wav"
-    assert entry.payload == build_callback(call, entry.event_id,
-                                           "https://cb.example/recordings/crm_x.wav")
+    assert entry.payload == build_callback(
+        call, entry.event_id, "https://cb.example/recordings/crm_x.wav"
+    )

@@ -281,15 +281,26 @@ class CallbackWorker:
     def _log(self, log: CallLogger, entry: OutboxEntry, attempt: Attempt) -> None:
         target = httpx.URL(entry.url).host  # not the path or query, which may hold a token
         if attempt.delivered:
-            log.info("callback %s attempt %d to %s: delivered", entry.event_id,
-                     attempt.number, target)
+            log.info(
+                "callback %s attempt %d to %s: delivered", entry.event_id, attempt.number, target
+            )
         elif attempt.next_attempt_at is not None:
-            log.warning("callback %s attempt %d to %s: %s; next at %s", entry.event_id,
-                        attempt.number, target, attempt.error,
-                        attempt.next_attempt_at.isoformat(timespec="seconds"))
+            log.warning(
+                "callback %s attempt %d to %s: %s; next at %s",
+                entry.event_id,
+                attempt.number,
+                target,
+                attempt.error,
+                attempt.next_attempt_at.isoformat(timespec="seconds"),
+            )
         else:
-            log.warning("callback %s attempt %d to %s: %s; FAILED, no more tries",
-                        entry.event_id, attempt.number, target, attempt.error)
+            log.warning(
+                "callback %s attempt %d to %s: %s; FAILED, no more tries",
+                entry.event_id,
+                attempt.number,
+                target,
+                attempt.error,
+            )
 
 
 def _checked_url(url: str) -> httpx.URL:
