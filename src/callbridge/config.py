@@ -54,6 +54,12 @@ class HttpSettings:
     port: int = 8080
     #: Base of the absolute URLs handed out (``recording_url``); stored without a trailing "/".
     public_url: str = "http://127.0.0.1:8080"
+    #: Comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed.
+    trusted_proxies: str = ""
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[str, ...]:
+        return tuple(item.strip() for item in self.trusted_proxies.split(",") if item.strip())
 
 
 @dataclass(frozen=True)
@@ -373,6 +379,16 @@ def _is_http_url(text: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.query
 
 
+def _are_cidrs(text: str) -> bool:
+    for item in text.split(","):
+        if item.strip():
+            try:
+                ipaddress.ip_network(item.strip(), strict=False)
+            except ValueError:
+                return False
+    return True
+
+
 _HOST = _Rule("a host name or IP address", is_host)
 _OPTIONAL_HOST = _Rule("empty or a host name or IP address", lambda v: v == "" or is_host(v))
 _PORT = _between(1, 65535)
@@ -383,6 +399,9 @@ _RULES: dict[str, _Rule] = {
         "an http(s) URL such as 'https://calls.example.com'",
         _is_http_url,
         lambda v: v.rstrip("/"),
+    ),
+    "http.trusted_proxies": _Rule(
+        "comma-separated CIDRs such as '10.0.0.0/8, 192.0.2.7/32'", lambda v: _are_cidrs(v)
     ),
     "sip.host": _HOST,
     "sip.port": _PORT,
