@@ -557,3 +557,15 @@ def test_a_closed_store_raises_storage_error(db: Path) -> None:
             await store.list_accounts()
 
     asyncio.run(main())
+
+
+
+def test_find_call_by_account_and_uuid(db: Path) -> None:
+    async def body(store: SqliteStore) -> None:
+        acme, beta = await an_account(store, "acme"), await an_account(store, "beta")
+        first, _ = await store.create_call(a_call(acme))
+        assert await store.find_call(acme, "crm-1") == first
+        assert await store.find_call(beta, "crm-1") is None
+        assert await store.find_call(acme, "crm-2") is None
+
+    run(db, body)

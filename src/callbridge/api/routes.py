@@ -118,12 +118,19 @@ class _Endpoints:
                 await self.ctx.store.get_agent(account.id, wanted.crm_username) is None:
             raise ApiError(400, "UNKNOWN_AGENT",
                            f"crm_username {wanted.crm_username!r} is not a registered agent")
-        try:
-            self.ctx.calls.check_available()
-        except TrunkUnavailable as exc:
-            raise ApiError(502, "TRUNK_UNAVAILABLE", f"cannot place calls now: {exc}") from None
         fresh = self._new_call(account, wanted, caller_id)
-        call, created = await self.ctx.store.create_call(fresh)
+        # A retry of a call already placed is replayed (or refused as a conflict) whatever
+        # the trunk's state: only a new call needs the trunk.
+        call = await self.ctx.store.find_call(account.id, wanted.uuid)
+        if call is None:
+            try:
+                self.ctx.calls.check_available()
+            except TrunkUnavailable as exc:
+                raise ApiError(502, "TRUNK_UNAVAILABLE",
+                               f"cannot place calls now: {exc}") from None
+            call, created = await self.ctx.store.create_call(fresh)
+        else:
+            created = False
         if not created and call.request_hash != fresh.request_hash:
             raise ApiError(409, "DUPLICATE_UUID",
                            f"uuid {wanted.uuid!r} was already used with a different request")

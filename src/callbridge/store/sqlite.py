@@ -424,6 +424,11 @@ class SqliteStore:
             calls = await _load_calls(db, "call_id = ?", [call_id])
         return calls[0] if calls else None
 
+    async def find_call(self, account_id: str, uuid: str) -> Call | None:
+        async with self._transaction("find call", write=False) as db:
+            calls = await _load_calls(db, "account_id = ? AND uuid = ?", [account_id, uuid])
+        return calls[0] if calls else None
+
     async def list_calls(self, account_id: str | None = None, limit: int = 50) -> list[Call]:
         """Newest first."""
         where = "?1 IS NULL OR account_id = ?1"
