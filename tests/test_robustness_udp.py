@@ -80,7 +80,7 @@ class Server:
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         line = self.proc.stdout.readline().decode() if ready else ""
-        match = re.fullmatch(r"callbridge: SIP on (\S+):(\d+)\s*", line)
+        match = re.fullmatch(r"callbridge: SIP on (\S+):(\d+)(, HTTP on \S+)?\s*", line)
         if match is None:
             self.stop()
             pytest.fail(f"server did not start: stdout {line!r}, stderr {self.log_tail()}")
@@ -166,11 +166,23 @@ class Baseline:
     sockets: int
 
 
+def free_tcp_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 @pytest.fixture(scope="module")
 def tmp_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # A short T1 ends every transaction within 64*T1; T4 short too, for Timers I and K.
-    config = tmp_path_factory.mktemp("robustness") / "callbridge.toml"
+    folder = tmp_path_factory.mktemp("robustness")
+    config = folder / "callbridge.toml"
     config.write_text(
+        f'[http]\nhost = "127.0.0.1"\nport = {free_tcp_port()}\n'
+        f'[storage]\ndatabase_url = "sqlite:///{folder}/callbridge.db"\n'
+        f'recordings_dir = "{folder}/recordings"\n'
+        f'[media]\nrtp_port_min = 41000\nrtp_port_max = 41099\n'
         f'[sip]\nhost = "127.0.0.1"\nport = {free_udp_port()}\n'
         f"t1 = {T1}\nt2 = {8 * T1}\nt4 = {10 * T1}\n"
         f'[trunk]\nmode = "sip"\nhost = "127.0.0.1"\nport = {free_udp_port()}\n'

@@ -12,7 +12,6 @@ prints ``callbridge: config error: <key>: <message>`` on stderr and exits with s
 import argparse
 import asyncio
 import dataclasses
-import importlib
 import os
 import sys
 from collections.abc import Callable
@@ -97,10 +96,11 @@ def _serve(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, log=LogSettings(level=args.log_level))
     setup_logging(settings.log.level)
     # Imported here so that `callbridge --help` and `config check` need none of the server.
-    service = importlib.import_module("callbridge.b2bua.service")
+    from callbridge.server import serve_forever
+
     try:
         # serve_forever installs its own SIGINT/SIGTERM handlers and returns on shutdown.
-        asyncio.run(service.serve_forever(settings))
+        asyncio.run(serve_forever(settings))
     except ConfigError as exc:
         print(f"callbridge: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

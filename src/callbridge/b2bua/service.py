@@ -13,7 +13,6 @@ import contextlib
 import ipaddress
 import logging
 import secrets
-import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -316,29 +315,3 @@ class SipService:
             "internal_errors": self.internal_errors,
             **self.ua.stats,
         }
-
-
-async def serve_forever(settings: Settings) -> None:
-    """`callbridge serve`: run until SIGINT/SIGTERM, then shut down cleanly.
-    SIGUSR1 logs one ``stats`` line (transactions, legs, tasks, errors)."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    service = SipService(settings)
-    await service.start()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGUSR1, lambda: _log_stats(service))
-    print(f"callbridge: SIP on {service.local_address[0]}:{service.local_address[1]}",
-          flush=True)
-    try:
-        await stop.wait()
-    finally:
-        log.info("shutting down")
-        await service.stop()
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
-            loop.remove_signal_handler(sig)
-
-
-def _log_stats(service: SipService) -> None:
-    figures = {**service.stats(), "tasks": len(asyncio.all_tasks())}
-    log.info("stats %s", " ".join(f"{k}={v}" for k, v in figures.items()))

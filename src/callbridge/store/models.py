@@ -139,6 +139,9 @@ class Store(Protocol):
     database failures (translated at this edge); "not found" is None or False, not an error."""
 
     async def close(self) -> None: ...
+    async def ping(self) -> None:
+        """A trivial query: raises StorageError when the database does not answer."""
+        ...
 
     # -- accounts and credentials --------------------------------------------------------
     async def create_account(self, name: str, callback_url: str, callback_secret: str, *,

@@ -1,0 +1,414 @@
+"""The call service: each click-to-call driven end to end on the event loop.
+
+:class:`CallService` is what the REST API calls (``check_available`` then ``start``). Each
+call runs as one :class:`CallRunner` task that feeds what the SIP legs report into the pure
+:class:`CallMachine` and carries out the actions it returns: dial through the trunk, ringback
+to the agent, bridge the RTP (:class:`Room`), record (:class:`Recorder`), store every state
+change before reporting it, and on the way out store the final state together with its status
+callback (one transaction) and wake the callback worker. Whatever goes wrong inside a call
+ends that call FAILED with hangup_source ``system``: a call is never left half-made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from callbridge.b2bua.call import (
+    AGENT,
+    CUSTOMER,
+    BridgeLegs,
+    Bye,
+    CallAction,
+    CallEnded,
+    CallEvent,
+    CallMachine,
+    CallPhase,
+    Cancel,
+    ConnectEarlyMedia,
+    Dial,
+    HangupRequested,
+    LegAnswered,
+    LegChanged,
+    LegEarlyMedia,
+    LegFailed,
+    LegHungUp,
+    PlayRingback,
+    RingTimeout,
+)
+from callbridge.b2bua.service import OutboundLeg, SipService
+from callbridge.config import Settings
+from callbridge.errors import CallbridgeError, TrunkUnavailable
+from callbridge.logs import CallLogger, call_logger
+from callbridge.media.endpoint import LegEndpoint, LegMedia
+from callbridge.media.player import Player
+from callbridge.media.ports import MediaPortsExhausted, PortAllocator
+from callbridge.media.relay import Room
+from callbridge.media.tones import TONE_PLANS, ToneGenerator
+from callbridge.numbers import format_for_trunk
+from callbridge.recordings.naming import recording_name, recording_path
+from callbridge.recordings.recorder import Recorder
+from callbridge.sip.errors import SipParseError
+from callbridge.sip.sdp import (
+    MediaCapabilities,
+    NotAcceptable,
+    Origin,
+    SessionDescription,
+    accept_answer,
+    build_offer,
+)
+from callbridge.sip.useragent import (
+    Answered,
+    Cancelled,
+    EarlyMedia,
+    Event,
+    Failed,
+    MediaUpdate,
+    RemoteHangup,
+)
+from callbridge.store.models import Call, CallStatus, HangupSource, Leg, LegRole, LegStatus, Store
+from callbridge.webhooks.payload import new_outbox_entry
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class CallService:
+    """Places and runs calls; the REST API's ``CallControl``."""
+
+    def __init__(self, settings: Settings, store: Store, sip: SipService, ports: PortAllocator,
+                 executor: Executor, *, clock: Clock = utc_now,
+                 on_finished: Callable[[], None] = lambda: None) -> None:
+        self.settings = settings
+        self.store = store
+        self.sip = sip
+        self.ports = ports
+        self.executor = executor
+        self.clock = clock
+        self.on_finished = on_finished
+        self.draining = False
+        self.runners: dict[str, CallRunner] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- CallControl -------------------------------------------------------------------------
+
+    def check_available(self) -> None:
+        if self.draining:
+            raise TrunkUnavailable("the server is shutting down")
+        if self.settings.trunk.mode == "sip" and self.sip.trunk.up is False:
+            raise TrunkUnavailable("the SIP trunk does not answer OPTIONS")
+        if self.ports.capacity - self.ports.leased < 2:
+            raise TrunkUnavailable("no free media ports")
+
+    async def start(self, call: Call) -> None:
+        runner = CallRunner(self, call)
+        self.runners[call.call_id] = runner
+        task = asyncio.get_running_loop().create_task(runner.run(), name=f"call-{call.call_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: self.runners.pop(call.call_id, None))
+
+    def hangup(self, call_id: str, source: HangupSource = HangupSource.API) -> bool:
+        runner = self.runners.get(call_id)
+        if runner is None:
+            return False
+        runner.post(HangupRequested(source, f"{source.value.upper()}_HANGUP"))
+        return True
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    async def recover(self) -> int:
+        """At start-up: end every call a crash left unfinished (FAILED, system), with its
+        callback, so no CRM waits for ever. Returns how many."""
+        calls = await self.store.unfinished_calls()
+        for call in calls:
+            now = self.clock()
+            legs = tuple(
+                replace(leg, status=LegStatus.FAILED if leg.status is LegStatus.DIALING
+                        else LegStatus.LEFT, reason=leg.reason or "SERVER_RESTART",
+                        ended_at=leg.ended_at or now)
+                for leg in call.legs
+            )
+            status = call.call_status
+            final = replace(
+                call, legs=legs, end_time=now, hangup_source=HangupSource.SYSTEM,
+                call_status=CallStatus.FAILED if status is CallStatus.INITIATED else status,
+            )
+            account = await self.store.get_account(call.account_id)
+            if account is None:
+                await self.store.update_call(final)
+                continue
+            await self.store.finish_call(final, new_outbox_entry(account, final, None, now))
+        if calls:
+            self.on_finished()
+        return len(calls)
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Refuse new calls, hang up every live one, wait for them to be stored."""
+        self.draining = True
+        for call_id in list(self.runners):
+            self.hangup(call_id, HangupSource.SYSTEM)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+
+    def recording_url(self, call_id: str) -> str:
+        return f"{self.settings.http.public_url}/recordings/{recording_name(call_id)}"
+
+
+class CallRunner:
+    """One call, from the agent's INVITE to the stored callback."""
+
+    def __init__(self, service: CallService, call: Call) -> None:
+        self.service = service
+        self.call = call
+        self.loop = asyncio.get_running_loop()
+        self.log: CallLogger = call_logger(log, call.call_id)
+        self.queue: asyncio.Queue[Event | CallEvent] = asyncio.Queue()
+        self.machine = CallMachine(call.max_ring_time, self.loop.time())
+        self.legs: dict[int, Leg] = {leg.leg_id: leg for leg in call.legs}
+        self.sip_legs: dict[int, OutboundLeg] = {}
+        self.endpoints: dict[int, LegEndpoint] = {}
+        self.offers: dict[int, SessionDescription] = {}
+        self.room: Room | None = None
+        self.ringback: Player | None = None
+        self.recorder: Recorder | None = None
+
+    def post(self, event: CallEvent) -> None:
+        self.queue.put_nowait(event)
+
+    async def run(self) -> None:
+        try:
+            if self.call.crm_username is not None:
+                # The browser softphone arrives in a later issue: refuse clearly, at once.
+                await self._do(self.machine.handle(
+                    LegFailed(AGENT, 480, "SOFTPHONE_UNAVAILABLE"), self.loop.time()))
+            else:
+                await self._do(self.machine.start())
+            while self.machine.phase is not CallPhase.ENDED:
+                event = await self._next_event()
+                if event is not None:
+                    await self._do(self.machine.handle(event, self.loop.time()))
+        except Exception:
+            self.log.exception("call failed inside callbridge")
+        finally:
+            try:
+                await self._finish()
+            except Exception:
+                self.log.exception("could not store the end of the call")
+
+    # -- events --------------------------------------------------------------------------------
+
+    async def _next_event(self) -> CallEvent | None:
+        deadline = self.machine.next_deadline()
+        timeout = None if deadline is None else max(0.0, deadline[0] - self.loop.time())
+        try:
+            item = await asyncio.wait_for(self.queue.get(), timeout)
+        except TimeoutError:
+            assert deadline is not None
+            return RingTimeout(deadline[1])
+        if isinstance(item, (LegAnswered, LegEarlyMedia, LegFailed, LegHungUp, RingTimeout,
+                             HangupRequested)):
+            return item
+        return self._translate(item)
+
+    def _translate(self, event: Event) -> CallEvent | None:
+        """A SIP leg's news, in the call machine's terms (and media updated on the way)."""
+        leg = self._leg_of(getattr(event, "leg_id", ""))
+        if leg is None:
+            return None
+        if isinstance(event, EarlyMedia):
+            return LegEarlyMedia(leg) if self._apply_answer(leg, event.sdp) else None
+        if isinstance(event, Answered):
+            if not self._apply_answer(leg, event.sdp):
+                self.sip_legs[leg].hangup()
+                return LegFailed(leg, 488, "NO_COMMON_CODEC")
+            return LegAnswered(leg)
+        if isinstance(event, Failed):
+            return LegFailed(leg, event.status, event.reason, local_timeout=event.timed_out)
+        if isinstance(event, Cancelled):
+            return LegFailed(leg, 487, "Request Terminated")
+        if isinstance(event, RemoteHangup):
+            return LegHungUp(leg)
+        if isinstance(event, MediaUpdate):
+            self._apply_answer(leg, event.sdp, offer=True)
+        return None
+
+    def _leg_of(self, sip_leg_id: str) -> int | None:
+        for number, sip_leg in self.sip_legs.items():
+            if sip_leg.leg_id == sip_leg_id:
+                return number
+        return None
+
+    def _apply_answer(self, leg: int, sdp: bytes, *, offer: bool = False) -> bool:
+        """Point the leg's RTP at what the far end's SDP says; False if unusable."""
+        endpoint = self.endpoints.get(leg)
+        if endpoint is None or not sdp:
+            return endpoint is not None
+        try:
+            remote = SessionDescription.parse(sdp)
+            media = accept_answer(self.offers[leg], remote) if not offer else None
+            if media is None:
+                return True  # a re-offer: we answered with our SDP; keep the media as is
+            endpoint.set_media(LegMedia(
+                media.remote_address, media.remote_port, media.codec.payload_type,
+                media.codec.name.upper(), media.telephone_event_pt, media.ptime))
+        except (SipParseError, NotAcceptable, ValueError) as exc:
+            self.log.warning("leg %d: unusable SDP: %s", leg, exc)
+            return False
+        return True
+
+    # -- actions -------------------------------------------------------------------------------
+
+    async def _do(self, actions: list[CallAction]) -> None:
+        for action in actions:
+            if isinstance(action, Dial):
+                await self._dial(action.leg)
+            elif isinstance(action, Cancel | Bye):
+                sip_leg = self.sip_legs.get(action.leg)
+                if sip_leg is not None:
+                    sip_leg.hangup()
+            elif isinstance(action, PlayRingback):
+                self._play_ringback()
+            elif isinstance(action, ConnectEarlyMedia):
+                self._connect()
+            elif isinstance(action, BridgeLegs):
+                await self._bridge()
+            elif isinstance(action, LegChanged):
+                await self._leg_changed(action)
+            elif isinstance(action, CallEnded):
+                self.log.info("ended %s (%s, %s)", action.status, action.hangup_source,
+                              action.reason)
+
+    async def _dial(self, leg: int) -> None:
+        call, settings = self.call, self.service.settings
+        number = call.agent_number if leg == AGENT else call.to_number
+        assert number is not None
+        if leg not in self.legs:
+            self.legs[leg] = Leg(call.call_id, leg, LegRole.DESTINATION, number, LegStatus.DIALING)
+            await self.service.store.save_leg(self.legs[leg])
+        try:
+            endpoint = await self.service.ports.open(f"{call.call_id}/{leg}")
+        except (MediaPortsExhausted, CallbridgeError) as exc:
+            self.post(LegFailed(leg, 503, "MEDIA_PORTS_EXHAUSTED"))
+            self.log.warning("leg %d: %s", leg, exc)
+            return
+        self.endpoints[leg] = endpoint
+        host, port = endpoint.advertised_address
+        offer = build_offer(MediaCapabilities(host, port),
+                            Origin("callbridge", str(secrets.randbits(31)), 1, host))
+        self.offers[leg] = offer
+        fmt = settings.trunk.number_format
+        caller = format_for_trunk(call.from_number, fmt)
+        headers: tuple[tuple[str, str], ...] = ()
+        if leg == CUSTOMER:
+            domain = settings.trunk.host or settings.sip.host
+            headers = (("P-Asserted-Identity", f"<sip:{caller}@{domain}>"),)
+        try:
+            self.sip_legs[leg] = self.service.sip.call(
+                format_for_trunk(number, fmt), caller=caller, sdp=offer.serialize(),
+                leg_id=f"{call.call_id}/{leg}", headers=headers, events=self.queue)  # type: ignore[arg-type]
+        except CallbridgeError as exc:
+            self.log.warning("leg %d: cannot dial: %s", leg, exc)
+            self.post(LegFailed(leg, 503, "TRUNK_UNAVAILABLE"))
+        self.log.info("leg %d dialling %s", leg, number)
+
+    def _play_ringback(self) -> None:
+        agent = self.endpoints.get(AGENT)
+        if agent is not None:
+            plan = TONE_PLANS["in"]["ringback"]
+            self.ringback = Player(agent, ToneGenerator(plan)).start()
+
+    def _stop_ringback(self) -> None:
+        if self.ringback is not None:
+            self.ringback.stop()
+            self.ringback = None
+
+    def _connect(self) -> None:
+        """Agent and customer in one room (early media now, the conversation later)."""
+        self._stop_ringback()
+        if self.room is None:
+            self.room = Room()
+            for leg in (AGENT, CUSTOMER):
+                if leg in self.endpoints:
+                    self.room.add(self.endpoints[leg])
+
+    async def _bridge(self) -> None:
+        self._connect()
+        now = self.service.clock()
+        if self.call.recording and self.room is not None:
+            directory = Path(self.service.settings.storage.recordings_dir)
+            directory.mkdir(parents=True, exist_ok=True)
+            self.recorder = Recorder(
+                recording_path(directory, self.call.call_id), start=self.loop.time(),
+                executor=self.service.executor, now=self.loop.time,
+                left_legs={f"{self.call.call_id}/{AGENT}"})
+            self.recorder.flush_every(self.loop)
+            self.room.sink = self.recorder
+        self.call = replace(self.call, call_status=CallStatus.ANSWER, start_time=now)
+        await self.service.store.update_call(self.call)
+
+    async def _leg_changed(self, change: LegChanged) -> None:
+        now = self.service.clock()
+        leg = self.legs[change.leg]
+        answered_at = now if change.status is LegStatus.JOINED else leg.answered_at
+        ended = change.status in (LegStatus.LEFT, LegStatus.FAILED)
+        self.legs[change.leg] = replace(
+            leg, status=change.status, sip_code=change.sip_code or leg.sip_code,
+            reason=change.reason or leg.reason, answered_at=answered_at,
+            ended_at=now if ended else leg.ended_at)
+        self.log.info("leg %d %s", change.leg, change.status.value)
+        if self.machine.phase is not CallPhase.ENDED:
+            await self.service.store.save_leg(self.legs[change.leg])
+
+    # -- the end -------------------------------------------------------------------------------
+
+    async def _finish(self) -> None:
+        """Every exit path: legs let go, media closed, recording finalized, final state and
+        callback stored in one transaction, callback worker woken."""
+        self._stop_ringback()
+        for sip_leg in self.sip_legs.values():
+            if not sip_leg.ended:
+                sip_leg.hangup()
+        if self.room is not None:
+            self.room.close()
+        recording_url = None
+        if self.recorder is not None:
+            with contextlib.suppress(CallbridgeError):
+                await self.recorder.close(self.loop.time())
+                recording_url = self.service.recording_url(self.call.call_id)
+        for endpoint in self.endpoints.values():
+            with contextlib.suppress(Exception):
+                await endpoint.aclose()
+        result = self.machine.result
+        if result is None:  # an error inside callbridge ended the call early
+            result = CallEnded(CallStatus.FAILED, HangupSource.SYSTEM, "INTERNAL_ERROR")
+            for number, leg in self.legs.items():
+                if leg.status in (LegStatus.DIALING, LegStatus.JOINED):
+                    await self._leg_changed(LegChanged(
+                        number, LegStatus.FAILED if leg.status is LegStatus.DIALING
+                        else LegStatus.LEFT, None, "INTERNAL_ERROR"))
+        now = self.service.clock()
+        final = replace(
+            self.call, call_status=result.status, hangup_source=result.hangup_source,
+            end_time=now, duration=self.machine.duration, recording_url=recording_url,
+            legs=tuple(self.legs[n] for n in sorted(self.legs)))
+        account = await self.service.store.get_account(final.account_id)
+        if account is None:  # deleted under us: keep the call's record, no callback
+            await self.service.store.update_call(final)
+            return
+        await self.service.store.finish_call(final, new_outbox_entry(account, final,
+                                                                     recording_url, now))
+        self.service.on_finished()
+

@@ -1,0 +1,174 @@
+"""The composition root: `callbridge serve` puts the parts together and runs them.
+
+Start-up order matters and is the same every time: repair recordings a crash left open, open
+the store (migrations), bind SIP and the RTP port range, end calls a crash left unfinished
+(each with its callback), start the callback worker (which resumes pending deliveries), then
+serve HTTP. Shutdown runs the other way: stop taking calls, hang up live ones and store their
+outcome, stop the worker, close sockets and the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import uvicorn
+
+from callbridge.api.app import ApiContext, create_app
+from callbridge.b2bua.calls import CallService
+from callbridge.b2bua.service import SipService
+from callbridge.config import Settings
+from callbridge.errors import StorageError, TransportError
+from callbridge.media.ports import PortAllocator
+from callbridge.recordings.repair import repair_recordings
+from callbridge.store import open_store
+from callbridge.store.models import Store
+from callbridge.webhooks.delivery import CallbackWorker
+
+log = logging.getLogger(__name__)
+
+
+class _QuietUvicorn(uvicorn.Server):
+    """uvicorn without its own signal handlers: the server owns SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class Server:
+    settings: Settings
+    store: Store | None = None
+    sip: SipService | None = None
+    ports: PortAllocator | None = None
+    calls: CallService | None = None
+    worker: CallbackWorker | None = None
+    http_address: tuple[str, int] = ("", 0)
+    _http: _QuietUvicorn | None = None
+    _http_task: asyncio.Task[None] | None = None
+    _executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="callbridge-io"))
+
+    async def start(self) -> None:
+        settings = self.settings
+        recordings = Path(settings.storage.recordings_dir)
+        recordings.mkdir(parents=True, exist_ok=True)
+        repaired = repair_recordings(recordings)
+        if repaired:
+            log.warning("repaired %d recording(s) left unfinished: %s", len(repaired),
+                        ", ".join(p.name for p in repaired))
+        self.store = await open_store(settings.storage.database_url)
+        self.sip = SipService(settings)
+        await self.sip.start()
+        self.ports = PortAllocator.from_settings(settings.media, self.sip.local_address[0])
+        self.worker = CallbackWorker(self.store, retries=settings.callbacks.retries,
+                                     backoff_base=settings.callbacks.backoff_base)
+        self.calls = CallService(settings, self.store, self.sip, self.ports, self._executor,
+                                 on_finished=self.worker.wake)
+        recovered = await self.calls.recover()
+        if recovered:
+            log.warning("ended %d call(s) a previous run left unfinished", recovered)
+        await self.worker.start()
+        await self._serve_http()
+
+    async def _serve_http(self) -> None:
+        assert self.store is not None and self.calls is not None
+        http = self.settings.http
+        ctx = ApiContext(settings=self.settings, store=self.store, calls=self.calls,
+                         health=self.health, trusted_proxies=http.trusted_proxy_networks)
+        sock = _bind_tcp(http.host, http.port)
+        self.http_address = sock.getsockname()[:2]
+        config = uvicorn.Config(create_app(ctx), log_config=None, lifespan="off",
+                                access_log=False, server_header=False)
+        self._http = _QuietUvicorn(config)
+        self._http_task = asyncio.get_running_loop().create_task(self._http.serve([sock]))
+        while not self._http.started:
+            if self._http_task.done():
+                self._http_task.result()  # raises what stopped it
+                raise TransportError("the HTTP server stopped during start-up")
+            await asyncio.sleep(0.01)
+        log.info("HTTP listening on %s:%d", *self.http_address)
+
+    async def health(self) -> dict[str, bool]:
+        checks = {"database": False, "sip": self.sip is not None, "rtp": False, "trunk": False}
+        if self.store is not None:
+            with contextlib.suppress(StorageError):
+                await self.store.ping()
+                checks["database"] = True
+        if self.ports is not None:
+            checks["rtp"] = self.ports.capacity - self.ports.leased > 0
+        if self.sip is not None:
+            checks["trunk"] = self.sip.trunk.up is not False and (
+                self.settings.trunk.mode != "sip" or self.sip.trunk_address is not None)
+        return checks
+
+    async def stop(self) -> None:
+        if self.calls is not None:
+            await self.calls.drain()
+        if self._http is not None and self._http_task is not None:
+            self._http.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._http_task, 10)
+        if self.worker is not None:
+            await self.worker.stop()
+        if self.sip is not None:
+            await self.sip.stop()
+        if self.store is not None:
+            await self.store.close()
+        self._executor.shutdown(wait=True)
+
+
+def _bind_tcp(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise TransportError(f"cannot bind HTTP {host}:{port}: {exc}") from exc
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve_forever(settings: Settings,
+                        ready: Callable[[Server], None] | None = None) -> None:
+    """`callbridge serve`: run until SIGINT/SIGTERM, then shut down cleanly.
+    SIGUSR1 logs one ``stats`` line (transactions, legs, tasks, errors)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    server = Server(settings)
+    try:
+        await server.start()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGUSR1, lambda: _log_stats(server))
+        sip_host, sip_port = server.sip.local_address if server.sip else ("", 0)
+        print(f"callbridge: SIP on {sip_host}:{sip_port}, HTTP on "
+              f"{server.http_address[0]}:{server.http_address[1]}", flush=True)
+        if ready is not None:
+            ready(server)
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await server.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+            loop.remove_signal_handler(sig)
+
+
+def _log_stats(server: Server) -> None:
+    figures: dict[str, int] = {"tasks": len(asyncio.all_tasks())}
+    if server.sip is not None:
+        figures.update(server.sip.stats())
+    if server.calls is not None:
+        figures["calls"] = len(server.calls.runners)
+    log.info("stats %s", " ".join(f"{k}={v}" for k, v in figures.items()))
