@@ -392,9 +392,11 @@ def _are_cidrs(text: str) -> bool:
 _HOST = _Rule("a host name or IP address", is_host)
 _OPTIONAL_HOST = _Rule("empty or a host name or IP address", lambda v: v == "" or is_host(v))
 _PORT = _between(1, 65535)
+#: Listening ports may be 0: the system picks a free one (tests, `callbridge demo`).
+_LISTEN_PORT = _Rule("an integer 0..65535 (0: any free port)", lambda v: 0 <= v <= 65535)
 _RULES: dict[str, _Rule] = {
     "http.host": _HOST,
-    "http.port": _PORT,
+    "http.port": _LISTEN_PORT,
     "http.public_url": _Rule(
         "an http(s) URL such as 'https://calls.example.com'",
         _is_http_url,
@@ -404,7 +406,7 @@ _RULES: dict[str, _Rule] = {
         "comma-separated CIDRs such as '10.0.0.0/8, 192.0.2.7/32'", lambda v: _are_cidrs(v)
     ),
     "sip.host": _HOST,
-    "sip.port": _PORT,
+    "sip.port": _LISTEN_PORT,
     "sip.transport": _one_of(*TRANSPORTS),
     "sip.public_host": _OPTIONAL_HOST,
     "sip.t1": _seconds(zero_ok=False),

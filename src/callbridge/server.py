@@ -16,7 +16,7 @@ import signal
 import socket
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import uvicorn
@@ -54,6 +54,7 @@ class Server:
     http_address: tuple[str, int] = ("", 0)
     _http: _QuietUvicorn | None = None
     _http_task: asyncio.Task[None] | None = None
+    _http_socket: socket.socket | None = None
     _executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="callbridge-io"))
 
@@ -65,6 +66,12 @@ class Server:
         if repaired:
             log.warning("repaired %d recording(s) left unfinished: %s", len(repaired),
                         ", ".join(p.name for p in repaired))
+        self._http_socket = _bind_tcp(settings.http.host, settings.http.port)
+        self.http_address = self._http_socket.getsockname()[:2]
+        if settings.http.port == 0:  # a free port was picked: hand out URLs that reach it
+            url = f"http://{self.http_address[0]}:{self.http_address[1]}"
+            self.settings = settings = replace(settings, http=replace(settings.http,
+                                                                      public_url=url))
         self.store = await open_store(settings.storage.database_url)
         self.sip = SipService(settings)
         await self.sip.start()
@@ -81,11 +88,11 @@ class Server:
 
     async def _serve_http(self) -> None:
         assert self.store is not None and self.calls is not None
+        assert self._http_socket is not None
         http = self.settings.http
         ctx = ApiContext(settings=self.settings, store=self.store, calls=self.calls,
                          health=self.health, trusted_proxies=http.trusted_proxy_networks)
-        sock = _bind_tcp(http.host, http.port)
-        self.http_address = sock.getsockname()[:2]
+        sock = self._http_socket
         config = uvicorn.Config(create_app(ctx), log_config=None, lifespan="off",
                                 access_log=False, server_header=False)
         self._http = _QuietUvicorn(config)
@@ -123,6 +130,8 @@ class Server:
             await self.sip.stop()
         if self.store is not None:
             await self.store.close()
+        if self._http_socket is not None:
+            self._http_socket.close()
         self._executor.shutdown(wait=True)
 
 

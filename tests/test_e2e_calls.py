@@ -1,0 +1,279 @@
+"""Click-to-call end to end: the REST API over real HTTP, the whole server in-process, SIPp as
+the trunk acting per dialled number (uas_by_number.xml), callbacks to a real HTTP receiver.
+
+Dialled numbers choose what the trunk does (see sipp_scenarios/README.md): the last two
+digits the outcome (01 busy, 02 rings out, 03 503, 04 answers then hangs up, 05 early media,
+anything else answers), the digit before them the tone the party plays (4: 440 Hz, 1: 1 kHz).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import soundfile
+from api_support import check_response
+from callback_server import CallbackServer
+from sipp import Sipp, by_number_trunk, free_udp_port
+
+from callbridge.api.auth import hash_api_key, key_prefix, new_api_key
+from callbridge.config import load_settings
+from callbridge.server import Server
+from callbridge.store.models import Account
+from callbridge.webhooks.signing import new_secret, verify
+
+pytestmark = pytest.mark.sipp
+
+CALLER_ID = "919800000000"
+AGENT_440 = "9876543400"  # answers, plays 440 Hz, keeps the call until BYE
+AGENT_BUSY = "9876543401"
+AGENT_HANGS_UP = "9876543404"  # answers, plays 440 Hz, hangs up after hangup_ms
+CUSTOMER_1K = "9876543100"  # answers, plays 1 kHz
+CUSTOMER_HANGS_UP = "9876543104"  # answers, plays 1 kHz, hangs up after hangup_ms
+CUSTOMER_BUSY = "9876543101"
+CUSTOMER_RINGS = "9876543102"
+CUSTOMER_503 = "9876543103"
+CUSTOMER_EARLY = "9876543105"
+
+
+@dataclass
+class Rig:
+    server: Server
+    http: httpx.AsyncClient
+    callbacks: CallbackServer
+    account: Account
+    key: str
+    folder: Path
+
+    async def place(self, **fields: Any) -> str:
+        body = {"from_number": CALLER_ID, "uuid": f"crm-{datetime.now(UTC).timestamp()}",
+                **fields}
+        response = await self.http.post("/calls", json=body, headers=self.auth)
+        assert response.status_code == 200, response.text
+        check_response(response, "/calls")
+        call_id: str = response.json()["call_id"]
+        return call_id
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    async def callback(self, count: int = 1, timeout: float = 20) -> dict[str, Any]:
+        received = await self.callbacks.wait_for(count, timeout)
+        last = received[-1]
+        assert verify(self.account.callback_secret, last.headers, last.body,
+                      now=int(datetime.now(UTC).timestamp()))
+        payload: dict[str, Any] = json.loads(last.body)
+        return payload
+
+    async def view(self, call_id: str) -> dict[str, Any]:
+        response = await self.http.get(f"/calls/{call_id}", headers=self.auth)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = check_response(response, "/calls/{call_id}")
+        return body
+
+
+@asynccontextmanager
+async def rig(trunk: Sipp, folder: Path, **keys: str) -> AsyncIterator[Rig]:
+    env = {
+        "CALLBRIDGE_HTTP_PORT": "0",
+        "CALLBRIDGE_SIP_HOST": "127.0.0.1",
+        "CALLBRIDGE_SIP_PORT": str(free_udp_port()),
+        "CALLBRIDGE_TRUNK_MODE": "sip",
+        "CALLBRIDGE_TRUNK_HOST": trunk.address[0],
+        "CALLBRIDGE_TRUNK_PORT": str(trunk.address[1]),
+        "CALLBRIDGE_TRUNK_OPTIONS_INTERVAL": "0",
+        "CALLBRIDGE_TRUNK_NUMBER_FORMAT": "plain",
+        "CALLBRIDGE_MEDIA_RTP_PORT_MIN": "42000",
+        "CALLBRIDGE_MEDIA_RTP_PORT_MAX": "42199",
+        "CALLBRIDGE_STORAGE_DATABASE_URL": f"sqlite:///{folder}/callbridge.db",
+        "CALLBRIDGE_STORAGE_RECORDINGS_DIR": str(folder / "recordings"),
+        "CALLBRIDGE_CALLBACKS_BACKOFF_BASE": "0.2",
+        **{f"CALLBRIDGE_{k.upper()}": v for k, v in keys.items()},
+    }
+    with CallbackServer() as callbacks:
+        server = Server(load_settings(None, env))
+        await server.start()
+        try:
+            host, port = server.http_address
+            env["CALLBRIDGE_HTTP_PUBLIC_URL"] = f"http://{host}:{port}"
+            assert server.store is not None
+            account = await server.store.create_account("acme", callbacks.url, new_secret())
+            key = new_api_key()
+            await server.store.add_api_key(account.id, hash_api_key(key), key_prefix(key))
+            await server.store.add_caller_id(account.id, "+" + CALLER_ID)
+            async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=10) as http:
+                yield Rig(server, http, callbacks, account, key, folder)
+        finally:
+            await server.stop()
+
+
+def run(body: Any, timeout: float = 60) -> None:
+    asyncio.run(asyncio.wait_for(body(), timeout))
+
+
+def legs_of(view: dict[str, Any]) -> list[tuple[str, str, int | None]]:
+    return [(leg["role"], leg["status"], leg["sip_code"]) for leg in view["legs"]]
+
+
+def dominant_hz(samples: np.ndarray, rate: int = 8000) -> float:
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.argmax(spectrum) * rate / len(samples))
+
+
+def test_answered_call_is_bridged_recorded_and_reported(tmp_path: Path) -> None:
+    async def body() -> None:
+        trunk = by_number_trunk(calls=2, variables={"hangup_ms": 2500}, recv_timeout=15)
+        async with trunk, rig(trunk, tmp_path) as r:
+            call_id = await r.place(agent_number=AGENT_440, to_number=CUSTOMER_HANGS_UP)
+            payload = await r.callback()
+            assert payload["call_id"] == call_id and payload["status"] == "ANSWER"
+            assert payload["customer_number"] == CUSTOMER_HANGS_UP
+            assert payload["agent_number"] == AGENT_440
+            assert payload["hangup_source"] == "destination"
+            assert 1 <= payload["duration"] <= 3
+            view = await r.view(call_id)
+            assert view["call_status"] == "ANSWER" and view["duration"] == payload["duration"]
+            assert legs_of(view) == [("agent", "LEFT", None), ("destination", "LEFT", None)]
+            assert view["recording_url"] == payload["recording_url"]
+            url = view["recording_url"]
+            assert url.endswith(f"/recordings/crm_{call_id}.wav")
+            wav = await r.http.get(url)
+            assert wav.status_code == 200 and wav.headers["content-type"] == "audio/wav"
+            part = await r.http.get(url, headers={"Range": "bytes=0-99"})
+            assert part.status_code == 206 and part.content == wav.content[:100]
+            assert await trunk.wait() == 0, trunk.report()
+        audio, rate = soundfile.read(tmp_path / "recordings" / f"crm_{call_id}.wav",
+                                     dtype="int16")
+        assert rate == 8000 and audio.shape[1] == 2
+        talk = len(audio) / rate
+        assert abs(talk - 2.5) < 0.5  # hangup_ms: the customer talked 2.5 s, then hung up
+        middle = audio[int(0.3 * rate): int((talk - 0.3) * rate)]
+        assert abs(dominant_hz(middle[:, 0]) - 440) < 15  # the agent, on the left
+        assert abs(dominant_hz(middle[:, 1]) - 1000) < 15  # the customer, on the right
+
+    run(body)
+
+
+def test_agent_busy(tmp_path: Path) -> None:
+    async def body() -> None:
+        trunk = by_number_trunk(calls=1)
+        async with trunk, rig(trunk, tmp_path) as r:
+            call_id = await r.place(agent_number=AGENT_BUSY, to_number=CUSTOMER_1K)
+            payload = await r.callback()
+            assert payload["status"] == "BUSY" and payload["duration"] == 0
+            assert payload["recording_url"] is None
+            view = await r.view(call_id)
+            assert legs_of(view) == [("agent", "FAILED", 486)]
+            assert await trunk.wait() == 0, trunk.report()
+
+    run(body)
+
+
+@pytest.mark.parametrize(("customer", "status", "code"), [
+    (CUSTOMER_BUSY, "BUSY", 486),
+    (CUSTOMER_503, "FAILED", 503),
+])
+def test_customer_refuses(tmp_path: Path, customer: str, status: str, code: int) -> None:
+    async def body() -> None:
+        trunk = by_number_trunk(calls=2, recv_timeout=10)
+        async with trunk, rig(trunk, tmp_path) as r:
+            call_id = await r.place(agent_number=AGENT_440, to_number=customer)
+            payload = await r.callback()
+            assert payload["status"] == status
+            view = await r.view(call_id)
+            assert legs_of(view) == [("agent", "LEFT", None), ("destination", "FAILED", code)]
+            assert await trunk.wait() == 0, trunk.report()
+
+    run(body)
+
+
+def test_customer_rings_out_is_no_answer(tmp_path: Path) -> None:
+    async def body() -> None:
+        trunk = by_number_trunk(calls=2, recv_timeout=10)
+        async with trunk, rig(trunk, tmp_path) as r:
+            call_id = await r.place(agent_number=AGENT_440, to_number=CUSTOMER_RINGS,
+                                    max_ring_time=5)
+            payload = await r.callback(timeout=15)
+            assert payload["status"] == "NO_ANSWER"
+            view = await r.view(call_id)
+            assert legs_of(view) == [("agent", "LEFT", None), ("destination", "FAILED", 487)]
+            assert view["legs"][1]["reason"] == "RING_TIMEOUT"
+            assert await trunk.wait() == 0, trunk.report()
+
+    run(body)
+
+
+def test_agent_hangs_up_while_customer_rings_is_canceled(tmp_path: Path) -> None:
+    async def body() -> None:
+        trunk = by_number_trunk(calls=2, variables={"hangup_ms": 1000}, recv_timeout=10)
+        async with trunk, rig(trunk, tmp_path) as r:
+            call_id = await r.place(agent_number=AGENT_HANGS_UP, to_number=CUSTOMER_RINGS)
+            payload = await r.callback(timeout=15)
+            assert payload["status"] == "CANCELED" and payload["hangup_source"] == "agent"
+            view = await r.view(call_id)
+            assert legs_of(view) == [("agent", "LEFT", None), ("destination", "FAILED", 487)]
+            assert await trunk.wait() == 0, trunk.report()
+
+    run(body)
+
+
+def test_early_media_then_answer(tmp_path: Path) -> None:
+    async def body() -> None:
+        trunk = by_number_trunk(calls=2, variables={"early_ms": 600}, recv_timeout=10)
+        async with trunk, rig(trunk, tmp_path) as r:
+            call_id = await r.place(agent_number=AGENT_HANGS_UP, to_number=CUSTOMER_EARLY)
+            payload = await r.callback(timeout=15)
+            assert payload["status"] == "ANSWER" and payload["hangup_source"] == "agent"
+            assert legs_of(await r.view(call_id)) == [("agent", "LEFT", None),
+                                                       ("destination", "LEFT", None)]
+            assert await trunk.wait() == 0, trunk.report()
+
+    run(body)
+
+
+def test_idempotent_replay_dials_nothing(tmp_path: Path) -> None:
+    async def body() -> None:
+        trunk = by_number_trunk(calls=1)
+        async with trunk, rig(trunk, tmp_path) as r:
+            fields = {"from_number": CALLER_ID, "uuid": "crm-42", "agent_number": AGENT_BUSY,
+                      "to_number": CUSTOMER_1K}
+            first = await r.http.post("/calls", json=fields, headers=r.auth)
+            again = await r.http.post("/calls", json=fields, headers=r.auth)
+            assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+            assert again.json()["call_id"] == first.json()["call_id"]
+            other = await r.http.post("/calls", json={**fields, "to_number": CUSTOMER_BUSY},
+                                      headers=r.auth)
+            assert other.status_code == 409 and other.json()["error_code"] == "DUPLICATE_UUID"
+            await r.callback()
+            assert await trunk.wait() == 0, trunk.report()
+        assert len(trunk.received("INVITE")) == 1
+
+    run(body)
+
+
+def test_trunk_down_by_options_gives_502(tmp_path: Path) -> None:
+    async def body() -> None:
+        trunk = by_number_trunk(calls=1)
+        async with trunk, rig(trunk, tmp_path) as r:
+            assert r.server.sip is not None
+            r.server.sip.trunk.up = False  # what the OPTIONS loop sets when pings go unanswered
+            response = await r.http.post("/calls", headers=r.auth, json={
+                "from_number": CALLER_ID, "uuid": "crm-502", "agent_number": AGENT_440,
+                "to_number": CUSTOMER_1K})
+            assert response.status_code == 502
+            assert response.json()["error_code"] == "TRUNK_UNAVAILABLE"
+            health = await r.http.get("/health")
+            assert health.status_code == 503 and health.json()["checks"]["trunk"] is False
+            trunk.stop()
+
+    run(body)
