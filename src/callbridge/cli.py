@@ -2,6 +2,7 @@
 
     callbridge serve [--config FILE] [--log-level LEVEL]   run until SIGINT/SIGTERM
     callbridge config check [--config FILE]                validate, print effective settings
+    callbridge account|key|callerid|agent|calls|callbacks  onboarding and inspection (admin.py)
     callbridge --version
 
 Every command reads its settings the same way: defaults, then ``--config FILE``, then
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from callbridge import __version__
+from callbridge import __version__, admin
 from callbridge.config import LOG_LEVELS, LogSettings, Settings, load_settings, render_settings
 from callbridge.errors import CallbridgeError, ConfigError
 from callbridge.logs import setup_logging
@@ -57,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = actions.add_parser("check", help="validate and print the effective settings")
     add_config_argument(check)
     check.set_defaults(command=_config_check)
+
+    admin.add_commands(commands, add_config_argument)
     return parser
 
 
