@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,15 +25,17 @@ import httpx
 import numpy as np
 import pytest
 import soundfile
+
 from api_support import check_response
 from callback_server import CallbackServer
-from sipp import Sipp, by_number_trunk, free_udp_port
-
 from callbridge.api.auth import hash_api_key, key_prefix, new_api_key
 from callbridge.config import load_settings
+from callbridge.media.g711 import ulaw_decode
 from callbridge.server import Server
 from callbridge.store.models import Account
 from callbridge.webhooks.signing import new_secret, verify
+from rtp_sniffer import LoopbackRtpSniffer, can_sniff
+from sipp import Sipp, by_number_trunk, free_udp_port
 
 pytestmark = pytest.mark.sipp
 
@@ -164,6 +170,33 @@ def test_answered_call_is_bridged_recorded_and_reported(tmp_path: Path) -> None:
     run(body)
 
 
+@pytest.mark.skipif(not can_sniff(), reason="capturing loopback RTP needs root (CI runs as root)")
+def test_each_party_hears_the_other(tmp_path: Path) -> None:
+    """What SIPp received, captured off lo and decoded: the agent heard ringback, then the
+    customer's 1 kHz; the customer heard the agent's 440 Hz; nobody heard themselves."""
+
+    async def body(media_port: int) -> None:
+        trunk = by_number_trunk(calls=2, variables={"hangup_ms": 2500}, recv_timeout=15,
+                                extra_args=("-mp", str(media_port)))
+        async with trunk, rig(trunk, tmp_path) as r:
+            await r.place(agent_number=AGENT_440, to_number=CUSTOMER_HANGS_UP)
+            assert (await r.callback())["status"] == "ANSWER"
+            assert await trunk.wait() == 0, trunk.report()
+
+    media_port = free_udp_port()
+    with LoopbackRtpSniffer(dst_port=media_port) as sniffer:
+        run(lambda: body(media_port))
+    streams = sorted(sniffer.streams().values(), key=len, reverse=True)
+    assert len(streams) == 2, {len(s) for s in streams}
+    to_agent, to_customer = streams  # the agent's stream also carried the ringback: longer
+    heard_by_agent = ulaw_decode(b"".join(to_agent[-75:-25]))  # the last seconds: talk time
+    heard_by_customer = ulaw_decode(b"".join(to_customer[25:-25]))
+    assert abs(dominant_hz(heard_by_agent.astype(float)) - 1000) < 15
+    assert abs(dominant_hz(heard_by_customer.astype(float)) - 440) < 15
+    ringback = ulaw_decode(b"".join(to_agent[:10])).astype(float)
+    assert abs(dominant_hz(ringback) - 400) < 30  # before the customer answered
+
+
 def test_agent_busy(tmp_path: Path) -> None:
     async def body() -> None:
         trunk = by_number_trunk(calls=1)
@@ -277,3 +310,70 @@ def test_trunk_down_by_options_gives_502(tmp_path: Path) -> None:
             trunk.stop()
 
     run(body)
+
+
+def test_callback_pending_at_sigkill_is_delivered_after_restart(tmp_path: Path) -> None:
+    """The callback is in the outbox before the first attempt: kill -9 mid-delivery, start
+    again, and the CRM still gets it (same event_id)."""
+
+    async def seed(db: Path, callback_url: str) -> str:
+        from callbridge.store import open_store
+
+        store = await open_store(f"sqlite:///{db}")
+        try:
+            account = await store.create_account("acme", callback_url, new_secret())
+            key = new_api_key()
+            await store.add_api_key(account.id, hash_api_key(key), key_prefix(key))
+            await store.add_caller_id(account.id, "+" + CALLER_ID)
+            return key
+        finally:
+            await store.close()
+
+    def start_server(config: Path) -> tuple[subprocess.Popen[str], str]:
+        proc = subprocess.Popen([sys.executable, "-m", "callbridge", "serve", "--config",
+                                 str(config)], stdout=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # "callbridge: SIP on ..., HTTP on HOST:PORT"
+        assert "HTTP on" in line, line
+        return proc, "http://" + line.rsplit("HTTP on ", 1)[1].strip()
+
+    with CallbackServer() as callbacks:
+        trunk = by_number_trunk(calls=1)
+        trunk.start()
+        try:
+            key = asyncio.run(seed(tmp_path / "cb.db", callbacks.url))
+            config = tmp_path / "callbridge.toml"
+            config.write_text(
+                f'[http]\nport = 0\n[sip]\nport = {free_udp_port()}\n'
+                f'[trunk]\nmode = "sip"\nhost = "127.0.0.1"\nport = {trunk.address[1]}\n'
+                'options_interval = 0\nnumber_format = "plain"\n'
+                '[media]\nrtp_port_min = 42200\nrtp_port_max = 42299\n'
+                f'[storage]\ndatabase_url = "sqlite:///{tmp_path}/cb.db"\n'
+                f'recordings_dir = "{tmp_path}/recordings"\n')
+            callbacks.hang_next(1)  # the first delivery never gets an answer
+            proc, base = start_server(config)
+            try:
+                response = httpx.post(f"{base}/calls", headers={"Authorization": f"Bearer {key}"},
+                                      json={"from_number": CALLER_ID, "uuid": "crm-kill",
+                                            "agent_number": AGENT_BUSY, "to_number": CUSTOMER_1K})
+                assert response.status_code == 200, response.text
+                first = callbacks.wait_for_sync(1, timeout=20)[0]  # in flight, hanging
+            finally:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(10)
+                proc.stdout.close()  # type: ignore[union-attr]
+            assert trunk.wait_sync() == 0, trunk.report()
+            proc, _ = start_server(config)
+            try:
+                again = callbacks.wait_for_sync(2, timeout=20)[1]
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                code = proc.wait(20)
+                proc.stdout.close()  # type: ignore[union-attr]
+            assert code == 0
+        finally:
+            trunk.stop()
+    assert again.body == first.body  # the same callback: same event_id, same payload
+    assert again.headers["webhook-id"] == first.headers["webhook-id"]
+    assert json.loads(again.body)["status"] == "BUSY"
