@@ -114,7 +114,7 @@ class Server:
             checks["rtp"] = self.ports.capacity - self.ports.leased > 0
         if self.sip is not None:
             checks["trunk"] = self.sip.trunk.up is not False and (
-                self.settings.trunk.mode != "sip" or self.sip.trunk_address is not None)
+                self.sip.trunk_address is not None)
         return checks
 
     async def stop(self) -> None:

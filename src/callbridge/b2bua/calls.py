@@ -107,7 +107,9 @@ class CallService:
     def check_available(self) -> None:
         if self.draining:
             raise TrunkUnavailable("the server is shutting down")
-        if self.settings.trunk.mode == "sip" and self.sip.trunk.up is False:
+        if self.sip.trunk_address is None:
+            raise TrunkUnavailable("no SIP trunk is configured")
+        if self.sip.trunk.up is False:
             raise TrunkUnavailable("the SIP trunk does not answer OPTIONS")
         if self.ports.capacity - self.ports.leased < 2:
             raise TrunkUnavailable("no free media ports")

@@ -152,7 +152,7 @@ class SipService:
 
     async def _resolve_trunk(self) -> list[str]:
         trunk = self.settings.trunk
-        if trunk.mode != "sip" or not trunk.host:
+        if not trunk.host:  # sandbox mode fills host and port in once its carrier is up
             return []
         hop_host, hop_port = trunk.host, trunk.port
         if trunk.outbound_proxy:
