@@ -307,8 +307,9 @@ def test_salvaged_values_never_carry_a_bare_cr() -> None:
     refused(data)
     got = salvage_request(data)
     assert got is not None and "To" not in got.headers
-    assert [v.host for v in got.vias] == ["pc33.atlanta.example.com"]
-    assert b"\r\n\r\n" in make_response(got, 400, to_tag="t").serialize()
+    assert got.headers.get_all("Via")[1] == "SIP/2.0/UDP proxy.example.com"  # x="\r" dropped
+    wire = make_response(got, 400, to_tag="t").serialize()
+    assert wire.count(b"\r") == wire.count(b"\n")
 
 
 @pytest.mark.parametrize(
@@ -319,12 +320,42 @@ def test_salvaged_values_never_carry_a_bare_cr() -> None:
         b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\n\r\n",  # a response
         b"INVITE sip:x@y SIP/2.0\r\nTo: <sip:x@y>\r\n\r\n",  # no Via
         b"INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP\r\n\r\n",  # no readable Via
-        b"INVITE\r\nVia: SIP/2.0/UDP h\r\n\r\n",  # no URI
-        b"\xff\xfe\x00 \xff\r\nVia: SIP/2.0/UDP h\r\n",
+        b"INVITE sip:x@y SIP/2.0\r\nVia: ;branch=z9hG4bK1, SIP/2.0/UDP h\r\n\r\n",  # top broken
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # not SIP at all (a TLS hello)
     ],
 )
-def test_salvage_gives_up_without_a_request_line_and_a_via(data: bytes) -> None:
+def test_salvage_gives_up_on_responses_and_without_a_readable_top_via(data: bytes) -> None:
     assert salvage_request(data) is None
+
+
+@pytest.mark.parametrize(
+    ("start_line", "method", "uri"),
+    [
+        (b" sip:x@y SIP/2.0", "", "sip:x@y"),  # empty method
+        (b"\x00INVITE sip:x@y SIP/2.0", "?INVITE", "sip:x@y"),
+        (b"\xe5\xe4\xf6 sip:x@y SIP/2.0", "\ufffd\ufffd\ufffd", "sip:x@y"),
+        (b"INVITE", "INVITE", ""),
+    ],
+)
+def test_salvage_a_garbage_start_line_when_the_via_is_intact(
+    start_line: bytes, method: str, uri: str
+) -> None:
+    """PROTOS c07-sip group sip-method: whatever the method, an intact Via routes a 400."""
+    data = start_line + INVITE[INVITE.index(b"\r\n") :]
+    refused(data)
+    got = salvage_request(data)
+    assert got is not None and (got.method, got.uri) == (method, uri)
+    assert got.top_via.branch == "z9hG4bK776asdhds"
+    assert make_response(got, 400).serialize().startswith(b"SIP/2.0 400 Bad Request\r\n")
+
+
+def test_salvage_repairs_a_via_with_empty_parameters() -> None:
+    """RFC 4475 §3.1.2.1 badinv01: ``;;,;,,`` after a readable sent-by."""
+    data = INVITE.replace(b";branch=z9hG4bK776asdhds;rport", b";;branch=z9hG4bKb;;,;,,")
+    refused(data)
+    got = salvage_request(data)
+    assert got is not None
+    assert got.headers.get_all("Via") == ["SIP/2.0/UDP pc33.atlanta.example.com;branch=z9hG4bKb"]
 
 
 def test_salvage_answers_an_unsupported_version_with_505() -> None:

@@ -40,6 +40,7 @@ from callbridge.sip.headers import (
     NameAddr,
     Via,
     canonical_name,
+    parse_params,
     split_header_values,
 )
 from callbridge.sip.uri import Uri, parse_uri
@@ -486,16 +487,20 @@ def _lacks_tag(value: str) -> bool:
 
 
 def salvage_request(data: bytes) -> Request | None:
-    """Best effort on a datagram that failed :func:`parse_message`: a Request holding the
-    start-line method and URI and whichever valid Via (the leading run of parseable values),
-    From, To, Call-ID and CSeq can be found, so the transport can answer 400 (or 505) to the
-    top Via. None when it is not a request or no Via can be read. Never raises."""
+    """Best effort on a datagram that failed :func:`parse_message`, so that the transport can
+    answer 400 (or 505) to the top Via: a Request holding the start-line's first two words as
+    method and URI (as found, control characters as ``?``: for logs and the ACK test only) and
+    whichever Via, From, To, Call-ID and CSeq can be read. Via values are kept while they
+    parse, a broken one repaired by dropping its unreadable parameters (RFC 4475 §3.1.2.1
+    badinv01), and the run stops at the first whose sent-by cannot be read. None for a
+    response or when no Via survives. Never raises."""
     end = data.find(b"\r\n\r\n")
     text = (data if end < 0 else data[:end]).decode("utf-8", "replace")
     lines = [line.rstrip("\r") for line in text.lstrip("\r\n").split("\n")]
-    words = _LWS_RE.split(lines[0].strip(" \t"))
-    if len(words) < 2 or not TOKEN_RE.fullmatch(words[0]) or not _CALL_ID_RE.fullmatch(words[1]):
-        return None  # a response's "SIP/2.0" is no token: '/' is a separator
+    if lines[0][:4].upper() == "SIP/":
+        return None  # a response is never answered
+    method, _, rest = lines[0].partition(" ")
+    uri = rest.strip(" \t").partition(" ")[0]
     found = Headers()
     vias_intact = True
     for name, value in _salvage_fields(lines[1:]):
@@ -505,7 +510,7 @@ def salvage_request(data: bytes) -> Request | None:
             found.add(name, value)
     if "Via" not in found:
         return None
-    return Request(words[0], words[1], found)
+    return Request(_CTL_RE.sub("?", method), _CTL_RE.sub("?", uri), found)
 
 
 _SALVAGED = frozenset({"Via", "From", "To", "Call-ID", "CSeq"})
@@ -526,15 +531,36 @@ def _salvage_fields(lines: list[str]) -> list[tuple[str, str]]:
 
 
 def _salvage_vias(found: Headers, line: str) -> bool:
-    """Add the parseable Via values of ``line``; False once one is broken (what follows a
-    broken value is not trusted: responses travel by the top Via only)."""
+    """Add the readable Via values of ``line``; False at the first unreadable one (what
+    follows it is not trusted: responses travel by the top Via only)."""
     for value in split_header_values(line, keep_empty=True):
-        try:
-            Via.parse(value)
-        except SipParseError:
+        via = _salvage_via(value)
+        if via is None:
             return False
-        found.add("Via", value)
+        found.add("Via", via)
     return True
+
+
+def _salvage_via(value: str) -> str | None:
+    """``value`` when it parses; else its sent-protocol and sent-by with the parameters that
+    parse on their own (``;;`` and such dropped); None when even the sent-by is unreadable."""
+    try:
+        Via.parse(value)
+        return value
+    except SipParseError:
+        pass
+    head, _, params = value.partition(";")
+    try:
+        via = Via.parse(head)
+    except SipParseError:
+        return None
+    kept: list[tuple[str, str | None]] = []
+    for item in params.split(";"):
+        try:
+            kept.extend(parse_params(item))
+        except SipParseError:
+            continue
+    return str(Via(via.transport, via.host, via.port, tuple(kept), via.protocol))
 
 
 def _salvageable(name: str, value: str) -> bool:
