@@ -158,6 +158,13 @@ def test_answered_call_is_bridged_recorded_and_reported(tmp_path: Path) -> None:
             part = await r.http.get(url, headers={"Range": "bytes=0-99"})
             assert part.status_code == 206 and part.content == wav.content[:100]
             assert await trunk.wait() == 0, trunk.report()
+        # Agent first, then the customer, with the account's caller ID in From and PAI, in
+        # the trunk's number format ("plain": 10 digits).
+        invites = trunk.received("INVITE")
+        assert [m.request_uri.split("@")[0] for m in invites] == [  # type: ignore[union-attr]
+            f"sip:{AGENT_440}", f"sip:{CUSTOMER_HANGS_UP}"]
+        assert "sip:9800000000@" in (invites[1].header("From") or "")
+        assert "sip:9800000000@" in (invites[1].header("P-Asserted-Identity") or "")
         audio, rate = soundfile.read(tmp_path / "recordings" / f"crm_{call_id}.wav",
                                      dtype="int16")
         assert rate == 8000 and audio.shape[1] == 2
