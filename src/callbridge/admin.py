@@ -543,16 +543,17 @@ async def _calls_show(args: argparse.Namespace, db: _Database) -> Output:
     account = await store.get_account(call.account_id)
     fields = [
         ("call_id", call.call_id), ("account", account.name if account else call.account_id),
-        ("uuid", call.uuid), ("status", call.call_status), ("from", call.from_number),
-        ("to", call.to_number), ("agent", _agent_of(call)),
+        ("uuid", call.uuid), ("status", call.call_status),
+        ("from", display_number(call.from_number)), ("to", display_number(call.to_number)),
+        ("agent", _agent_of(call)),
         ("recording", call.recording_url or ("on" if call.recording else "off")),
         ("created", _time(call.created_at)), ("answered", _time(call.start_time)),
         ("ended", _time(call.end_time)), ("talk", f"{call.duration}s"),
         ("hangup_source", call.hangup_source or "-"),
     ]  # fmt: skip
     legs = [
-        (str(leg.leg_id), leg.role, leg.number, leg.status, str(leg.sip_code or "-"),
-         leg.reason or "-", _time(leg.answered_at), _time(leg.ended_at))
+        (str(leg.leg_id), leg.role, display_number(leg.number), leg.status,
+         str(leg.sip_code or "-"), leg.reason or "-", _time(leg.answered_at), _time(leg.ended_at))
         for leg in call.legs
     ]  # fmt: skip
     headers = ("LEG", "ROLE", "NUMBER", "STATUS", "SIP", "REASON", "ANSWERED", "ENDED")
