@@ -1,8 +1,7 @@
 """Minimal reproducers of what the UDP robustness run (test_robustness_udp.py) found.
 
 Each test drives the pure :class:`UserAgent` with one datagram and checks what it would send.
-They are ``xfail(strict=True)``: when a fix lands the test passes, pytest reports XPASS as a
-failure, and the marker (and the matching one in test_robustness_udp.py) comes off.
+Each was an ``xfail(strict=True)`` until its fix landed; they now guard against regressions.
 """
 
 from __future__ import annotations
@@ -61,14 +60,6 @@ def test_via_port_0_gets_no_reply(datagram: bytes) -> None:
     assert replies(datagram) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "salvage_request gives up unless the start-line method is a token, so a request with an "
-        "empty, NUL-bearing or non-UTF-8 method is dropped although its Via is intact and a 400 "
-        "can be routed (PROTOS c07-sip group sip-method: 145 of 193 INVITEs get no reply)"
-    ),
-)
 @pytest.mark.parametrize(
     "method", [b"", b"\x00INVITE", b"\xe5\xe4\xf6"], ids=["empty", "NUL", "latin-1"]
 )
@@ -77,14 +68,6 @@ def test_request_with_garbage_method_but_intact_via_gets_400(method: bytes) -> N
     assert replies(datagram) == [(400, 5064)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "badinv01.dat (RFC 4475 §3.1.2.1, 'respond 400'): the top Via's sent-by 192.0.2.15 is "
-        "readable but its empty parameters (';;,;,,') make salvage_request drop the whole Via, "
-        "so no 400 is sent though source address and port 5060 route it"
-    ),
-)
 def test_badinv01_gets_400() -> None:
     datagram = (RFC4475 / "badinv01.dat").read_bytes()
     assert replies(datagram, ("192.0.2.15", 5060)) == [(400, 5060)]

@@ -399,9 +399,7 @@ REUSED_BRANCH = {
 SENT_AT: dict[str, float] = {}
 
 #: Deviations the regression tests reproduce; the marker goes when the fix lands.
-KNOWN_BUGS = {
-    "badinv01.dat": "no 400 although the sent-by routes it: test_badinv01_gets_400",
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 
 def rfc4475_params(names: list[str]) -> list[object]:
