@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import re
 import secrets
 import socket
 from collections.abc import Callable
@@ -238,8 +239,8 @@ class SipService:
 
     def _on_datagram(self, data: bytes, source: Address) -> None:
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("recv %d bytes from %s:%d\n%s", len(data), *source,
-                      data.decode("utf-8", "replace"))
+            log.debug("[call=%s] recv %d bytes from %s:%d\n%s", _call_id_of(data), len(data),
+                      *source, data.decode("utf-8", "replace"))
         try:
             self.ua.receive_datagram(data, source, self._now())
         except Exception:  # a bug must not silence the service: count it, keep serving
@@ -249,8 +250,9 @@ class SipService:
 
     def _on_message(self, message: Message, source: Address) -> None:
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("recv from %s:%d (tcp)\n%s", *source,
-                      message.serialize().decode("utf-8", "replace"))
+            data = message.serialize()
+            log.debug("[call=%s] recv from %s:%d (tcp)\n%s", _call_id_of(data), *source,
+                      data.decode("utf-8", "replace"))
         try:
             self.ua.receive_message(message, source, self._now(), reliable=True)
         except Exception:
@@ -270,8 +272,8 @@ class SipService:
     def _transmit(self) -> None:
         for data, address in self.ua.datagrams_to_send():
             if log.isEnabledFor(logging.DEBUG):
-                log.debug("send %d bytes to %s:%d\n%s", len(data), *address,
-                          data.decode("utf-8", "replace"))
+                log.debug("[call=%s] send %d bytes to %s:%d\n%s", _call_id_of(data), len(data),
+                          *address, data.decode("utf-8", "replace"))
             if self._tcp is not None:
                 self._tcp.send(data, address)
             elif self._udp is not None:
@@ -315,3 +317,12 @@ class SipService:
             "internal_errors": self.internal_errors,
             **self.ua.stats,
         }
+
+
+_CALL_ID = re.compile(rb"^(?:Call-ID|i)[ \t]*:[ \t]*(\S+)", re.IGNORECASE | re.MULTILINE)
+
+
+def _call_id_of(data: bytes) -> str:
+    """The SIP Call-ID of a datagram, for DEBUG lines (the leg's id is its own Call-ID)."""
+    match = _CALL_ID.search(data)
+    return match.group(1).decode("utf-8", "replace") if match else "-"
