@@ -35,7 +35,7 @@ from callbridge.webhooks.delivery import CallbackWorker
 log = logging.getLogger(__name__)
 
 
-class _QuietUvicorn(uvicorn.Server):
+class QuietUvicorn(uvicorn.Server):
     """uvicorn without its own signal handlers: the server owns SIGINT/SIGTERM."""
 
     @contextlib.contextmanager
@@ -52,7 +52,7 @@ class Server:
     calls: CallService | None = None
     worker: CallbackWorker | None = None
     http_address: tuple[str, int] = ("", 0)
-    _http: _QuietUvicorn | None = None
+    _http: QuietUvicorn | None = None
     _http_task: asyncio.Task[None] | None = None
     _http_socket: socket.socket | None = None
     _executor: ThreadPoolExecutor = field(
@@ -95,7 +95,7 @@ class Server:
         sock = self._http_socket
         config = uvicorn.Config(create_app(ctx), log_config=None, lifespan="off",
                                 access_log=False, server_header=False)
-        self._http = _QuietUvicorn(config)
+        self._http = QuietUvicorn(config)
         self._http_task = asyncio.get_running_loop().create_task(self._http.serve([sock]))
         while not self._http.started:
             if self._http_task.done():
