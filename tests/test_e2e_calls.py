@@ -384,3 +384,21 @@ def test_callback_pending_at_sigkill_is_delivered_after_restart(tmp_path: Path) 
     assert again.body == first.body  # the same callback: same event_id, same payload
     assert again.headers["webhook-id"] == first.headers["webhook-id"]
     assert json.loads(again.body)["status"] == "BUSY"
+
+
+def test_softphone_agent_fails_clearly_until_the_softphone_exists(tmp_path: Path) -> None:
+    async def body() -> None:
+        trunk = by_number_trunk(calls=1)
+        async with trunk, rig(trunk, tmp_path) as r:
+            assert r.server.store is not None
+            await r.server.store.add_agent(r.account.id, "agent.017")
+            call_id = await r.place(crm_username="agent.017", to_number=CUSTOMER_1K)
+            payload = await r.callback()
+            assert payload["status"] == "FAILED" and payload["crm_username"] == "agent.017"
+            view = await r.view(call_id)
+            assert [(leg["status"], leg["reason"]) for leg in view["legs"]] == [
+                ("FAILED", "SOFTPHONE_UNAVAILABLE")]
+            trunk.stop()
+        assert trunk.received("INVITE") == []  # nothing was dialled
+
+    run(body)

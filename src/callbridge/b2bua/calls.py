@@ -194,8 +194,9 @@ class CallRunner:
         try:
             if self.call.crm_username is not None:
                 # The browser softphone arrives in a later issue: refuse clearly, at once.
+                # (sip_code 0: no SIP response was involved; the call ends FAILED.)
                 await self._do(self.machine.handle(
-                    LegFailed(AGENT, 480, "SOFTPHONE_UNAVAILABLE"), self.loop.time()))
+                    LegFailed(AGENT, 0, "SOFTPHONE_UNAVAILABLE"), self.loop.time()))
             else:
                 await self._do(self.machine.start())
             while self.machine.phase is not CallPhase.ENDED:
