@@ -15,7 +15,6 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -30,8 +29,9 @@ from callbridge.api.recordings import serve_recording
 from callbridge.api.validation import CallRequest, parse_call_request, read_body, request_hash
 from callbridge.errors import TrunkUnavailable
 from callbridge.logs import call_logger
-from callbridge.numbers import display_number, parse_indian_number
+from callbridge.numbers import parse_indian_number
 from callbridge.store.models import Account, Call, Leg, LegRole, LegStatus
+from callbridge.webhooks.payload import iso_utc, leg_body
 
 if TYPE_CHECKING:
     from callbridge.api.app import ApiContext
@@ -185,28 +185,8 @@ def call_status_body(call: Call) -> dict[str, Any]:
         "start_time": iso_utc(call.start_time),
         "end_time": iso_utc(call.end_time),
         "hangup_source": call.hangup_source.value if call.hangup_source else None,
-        "legs": [_leg_body(leg) for leg in sorted(call.legs, key=lambda leg: leg.leg_id)],
+        "legs": [leg_body(leg) for leg in sorted(call.legs, key=lambda leg: leg.leg_id)],
     }
-
-
-def _leg_body(leg: Leg) -> dict[str, Any]:
-    return {
-        "leg_id": leg.leg_id,
-        "role": leg.role.value,
-        "number": display_number(leg.number),
-        "status": leg.status.value,
-        "sip_code": leg.sip_code,
-        "reason": leg.reason,
-        "answered_at": iso_utc(leg.answered_at),
-        "ended_at": iso_utc(leg.ended_at),
-    }
-
-
-def iso_utc(moment: datetime | None) -> str | None:
-    """``2026-07-03T10:00:00Z`` (whole seconds, as the spec's examples), or None."""
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def openapi_text() -> str:

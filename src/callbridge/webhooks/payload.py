@@ -39,12 +39,13 @@ def build_callback(call: Call, event_id: str, recording_url: str | None) -> str:
         "recording_url": recording_url,
         "event_id": event_id,
         "hangup_source": call.hangup_source.value if call.hangup_source else None,
-        "legs": [_leg(leg) for leg in sorted(call.legs, key=lambda leg: leg.leg_id)],
+        "legs": [leg_body(leg) for leg in sorted(call.legs, key=lambda leg: leg.leg_id)],
     }
     return json.dumps(body, ensure_ascii=True, separators=(",", ":"))
 
 
-def _leg(leg: Leg) -> dict[str, Any]:
+def leg_body(leg: Leg) -> dict[str, Any]:
+    """One leg as the callback and GET /calls show it."""
     return {
         "leg_id": leg.leg_id,
         "role": leg.role.value,
