@@ -6,7 +6,8 @@ Our exception hierarchy::
      ├── ConfigError          a setting is missing, malformed or out of range (names the key)
      ├── TransportError       a socket operation failed (OSError, mapped at the edge)
      ├── TrunkUnavailable     no call can be placed now (trunk down, no media ports, draining)
-     └── StorageError         the database failed (sqlite3/aiosqlite errors, mapped in store/)
+     ├── StorageError         the database failed (sqlite3/aiosqlite errors, mapped in store/)
+     └── CallNotActive        live call control asked of a call that is not up (400)
 
 The pure layers keep their own ``ValueError`` subclasses, which never cross the edge as they
 are: ``callbridge.sip.errors.SipParseError`` carries the SIP status to answer with, and the
@@ -48,6 +49,11 @@ class TransportError(CallbridgeError):
 class TrunkUnavailable(CallbridgeError):
     """The trunk cannot take a call now: marked down by OPTIONS pings, no free media ports,
     or the server draining. The REST API answers 502 ``TRUNK_UNAVAILABLE``."""
+
+
+class CallNotActive(CallbridgeError):
+    """add-leg or DTMF on a call that is not bridged (ended, or still ringing): the REST API
+    answers 400 ``CALL_NOT_ACTIVE``."""
 
 
 class StorageError(CallbridgeError):
