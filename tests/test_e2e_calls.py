@@ -14,32 +14,22 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 import soundfile
 
-from api_support import check_response
 from callback_server import CallbackServer
 from callbridge.api.auth import hash_api_key, key_prefix, new_api_key
-from callbridge.config import load_settings
 from callbridge.media.g711 import ulaw_decode
-from callbridge.server import Server
-from callbridge.store.models import Account
-from callbridge.webhooks.signing import new_secret, verify
+from callbridge.webhooks.signing import new_secret
+from e2e_support import CALLER_ID, dominant_hz, legs_of, rig, run
 from rtp_sniffer import LoopbackRtpSniffer, can_sniff
-from sipp import Sipp, by_number_trunk, free_udp_port
+from sipp import by_number_trunk, free_udp_port
 
 pytestmark = pytest.mark.sipp
 
-CALLER_ID = "919800000000"
 AGENT_440 = "9876543400"  # answers, plays 440 Hz, keeps the call until BYE
 AGENT_BUSY = "9876543401"
 AGENT_HANGS_UP = "9876543404"  # answers, plays 440 Hz, hangs up after hangup_ms
@@ -49,91 +39,6 @@ CUSTOMER_BUSY = "9876543101"
 CUSTOMER_RINGS = "9876543102"
 CUSTOMER_503 = "9876543103"
 CUSTOMER_EARLY = "9876543105"
-
-
-@dataclass
-class Rig:
-    server: Server
-    http: httpx.AsyncClient
-    callbacks: CallbackServer
-    account: Account
-    key: str
-    folder: Path
-
-    async def place(self, **fields: Any) -> str:
-        body = {"from_number": CALLER_ID, "uuid": f"crm-{datetime.now(UTC).timestamp()}",
-                **fields}
-        response = await self.http.post("/calls", json=body, headers=self.auth)
-        assert response.status_code == 200, response.text
-        check_response(response, "/calls")
-        call_id: str = response.json()["call_id"]
-        return call_id
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.key}"}
-
-    async def callback(self, count: int = 1, timeout: float = 20) -> dict[str, Any]:
-        received = await self.callbacks.wait_for(count, timeout)
-        last = received[-1]
-        assert verify(self.account.callback_secret, last.headers, last.body,
-                      now=int(datetime.now(UTC).timestamp()))
-        payload: dict[str, Any] = json.loads(last.body)
-        return payload
-
-    async def view(self, call_id: str) -> dict[str, Any]:
-        response = await self.http.get(f"/calls/{call_id}", headers=self.auth)
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = check_response(response, "/calls/{call_id}")
-        return body
-
-
-@asynccontextmanager
-async def rig(trunk: Sipp, folder: Path, **keys: str) -> AsyncIterator[Rig]:
-    env = {
-        "CALLBRIDGE_HTTP_PORT": "0",
-        "CALLBRIDGE_SIP_HOST": "127.0.0.1",
-        "CALLBRIDGE_SIP_PORT": str(free_udp_port()),
-        "CALLBRIDGE_TRUNK_MODE": "sip",
-        "CALLBRIDGE_TRUNK_HOST": trunk.address[0],
-        "CALLBRIDGE_TRUNK_PORT": str(trunk.address[1]),
-        "CALLBRIDGE_TRUNK_OPTIONS_INTERVAL": "0",
-        "CALLBRIDGE_TRUNK_NUMBER_FORMAT": "plain",
-        "CALLBRIDGE_MEDIA_RTP_PORT_MIN": "42000",
-        "CALLBRIDGE_MEDIA_RTP_PORT_MAX": "42199",
-        "CALLBRIDGE_STORAGE_DATABASE_URL": f"sqlite:///{folder}/callbridge.db",
-        "CALLBRIDGE_STORAGE_RECORDINGS_DIR": str(folder / "recordings"),
-        "CALLBRIDGE_CALLBACKS_BACKOFF_BASE": "0.2",
-        **{f"CALLBRIDGE_{k.upper()}": v for k, v in keys.items()},
-    }
-    with CallbackServer() as callbacks:
-        server = Server(load_settings(None, env))
-        await server.start()
-        try:
-            host, port = server.http_address
-            env["CALLBRIDGE_HTTP_PUBLIC_URL"] = f"http://{host}:{port}"
-            assert server.store is not None
-            account = await server.store.create_account("acme", callbacks.url, new_secret())
-            key = new_api_key()
-            await server.store.add_api_key(account.id, hash_api_key(key), key_prefix(key))
-            await server.store.add_caller_id(account.id, "+" + CALLER_ID)
-            async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=10) as http:
-                yield Rig(server, http, callbacks, account, key, folder)
-        finally:
-            await server.stop()
-
-
-def run(body: Any, timeout: float = 60) -> None:
-    asyncio.run(asyncio.wait_for(body(), timeout))
-
-
-def legs_of(view: dict[str, Any]) -> list[tuple[str, str, int | None]]:
-    return [(leg["role"], leg["status"], leg["sip_code"]) for leg in view["legs"]]
-
-
-def dominant_hz(samples: np.ndarray, rate: int = 8000) -> float:
-    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
-    return float(np.argmax(spectrum) * rate / len(samples))
 
 
 def test_answered_call_is_bridged_recorded_and_reported(tmp_path: Path) -> None:

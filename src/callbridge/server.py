@@ -28,6 +28,7 @@ from callbridge.config import Settings
 from callbridge.errors import StorageError, TransportError
 from callbridge.media.ports import PortAllocator
 from callbridge.recordings.repair import repair_recordings
+from callbridge.sandbox import SandboxCarrier
 from callbridge.store import open_store
 from callbridge.store.models import Store
 from callbridge.webhooks.delivery import CallbackWorker
@@ -51,6 +52,8 @@ class Server:
     ports: PortAllocator | None = None
     calls: CallService | None = None
     worker: CallbackWorker | None = None
+    #: The embedded carrier when ``[trunk] mode = "sandbox"``; pass one in to tune it.
+    sandbox: SandboxCarrier | None = None
     http_address: tuple[str, int] = ("", 0)
     _http: QuietUvicorn | None = None
     _http_task: asyncio.Task[None] | None = None
@@ -73,6 +76,12 @@ class Server:
             self.settings = settings = replace(settings, http=replace(settings.http,
                                                                       public_url=url))
         self.store = await open_store(settings.storage.database_url)
+        if settings.trunk.mode == "sandbox":  # the embedded carrier becomes the trunk
+            self.sandbox = self.sandbox or SandboxCarrier()
+            await self.sandbox.start("::1" if settings.sip.host == "::1" else "127.0.0.1")
+            host, port = self.sandbox.address
+            self.settings = settings = replace(settings, trunk=replace(
+                settings.trunk, host=host, port=port))
         self.sip = SipService(settings)
         await self.sip.start()
         self.ports = PortAllocator.from_settings(settings.media, self.sip.local_address[0])
@@ -128,6 +137,8 @@ class Server:
             await self.worker.stop()
         if self.sip is not None:
             await self.sip.stop()
+        if self.sandbox is not None:
+            await self.sandbox.stop()
         if self.store is not None:
             await self.store.close()
         if self._http_socket is not None:
