@@ -1,10 +1,13 @@
 """The two-leg call machine (DESIGN.md, "Call flow and status"), pure and clock-free.
 
-The agent is dialled first; when the agent answers, the customer; when the customer answers,
-the two are bridged. :class:`CallMachine` takes what happened to the legs as events and
-returns what to do as actions; ring timers are deadlines the driver arms (``next_deadline``)
-and feeds back as :class:`RingTimeout`. Like h11's state machine it keeps every rule of the
-call in one place and knows nothing of SIP, sockets or storage.
+The agent is dialled first; when the agent answers (and, with agent confirmation, presses 1),
+the customer; when the customer answers, the two are bridged. While bridged, participants may
+be added (leg 3 and up: everyone then hears everyone, mixed) and may leave; the call lasts
+while two or more remain. :class:`CallMachine` takes what happened to the legs as events and
+returns what to do as actions; timers (ring timeouts, the confirmation wait, the call's time
+limit) are deadlines the driver arms (``next_deadline``) and feeds back as the event it names.
+Like h11's state machine it keeps every rule of the call in one place and knows nothing of
+SIP, sockets or storage.
 
 Outcome table (a leg's SIP code decides the call status when the call ends before the bridge):
 
@@ -43,6 +46,8 @@ NO_ANSWER_CODES = frozenset({480, 408, 487})
 class CallPhase(enum.Enum):
     #: Leg 1 (the agent) is being dialled.
     AGENT_DIALING = "agent_dialing"
+    #: The agent answered and hears a prompt; the customer is dialled once they press 1.
+    AGENT_CONFIRMING = "agent_confirming"
     #: The agent answered; leg 2 (the customer) is being dialled.
     CUSTOMER_DIALING = "customer_dialing"
     #: Both answered and bridged: talk time runs.
@@ -91,6 +96,30 @@ class RingTimeout:
 
 
 @dataclass(frozen=True)
+class DtmfReceived:
+    leg: int
+    digit: str
+
+
+@dataclass(frozen=True)
+class AddLeg:
+    """The API adds a participant to a bridged call (the leg is stored DIALING already)."""
+
+    leg: int
+    ring_time: float
+
+
+@dataclass(frozen=True)
+class ConfirmTimeout:
+    """The agent pressed no 1 within the ring time."""
+
+
+@dataclass(frozen=True)
+class TimeLimitReached:
+    """The bridged call reached its ``time_limit``."""
+
+
+@dataclass(frozen=True)
 class HangupRequested:
     """The API, or the system (shutdown, media failure), ends the call."""
 
@@ -98,7 +127,10 @@ class HangupRequested:
     reason: str
 
 
-CallEvent = LegAnswered | LegEarlyMedia | LegFailed | LegHungUp | RingTimeout | HangupRequested
+CallEvent = (
+    LegAnswered | LegEarlyMedia | LegFailed | LegHungUp | RingTimeout | HangupRequested
+    | DtmfReceived | AddLeg | ConfirmTimeout | TimeLimitReached
+)
 
 
 # --- actions (what to do) --------------------------------------------------------------------
@@ -129,6 +161,25 @@ class PlayRingback:
 
 
 @dataclass(frozen=True)
+class PlayPrompt:
+    """The agent-confirmation prompt to the agent ("press 1 to connect")."""
+
+
+@dataclass(frozen=True)
+class JoinRoom:
+    """An added participant answered: into the call (a conference from three on)."""
+
+    leg: int
+
+
+@dataclass(frozen=True)
+class LeaveRoom:
+    """A participant left a call that goes on without them."""
+
+    leg: int
+
+
+@dataclass(frozen=True)
 class ConnectEarlyMedia:
     """The customer's early media to the agent (stops local ringback)."""
 
@@ -156,7 +207,8 @@ class CallEnded:
 
 
 CallAction = (
-    Dial | Cancel | Bye | PlayRingback | ConnectEarlyMedia | BridgeLegs | LegChanged | CallEnded
+    Dial | Cancel | Bye | PlayRingback | PlayPrompt | ConnectEarlyMedia | BridgeLegs | JoinRoom
+    | LeaveRoom | LegChanged | CallEnded
 )
 
 
@@ -164,6 +216,7 @@ CallAction = (
 class _LegState:
     status: LegStatus = LegStatus.DIALING
     dial_started: float = 0.0
+    ring_time: float = 30.0
     early_media: bool = False
 
 
@@ -174,10 +227,14 @@ class CallMachine:
     its outcome no longer changes the call (late events for it are ignored).
     """
 
-    def __init__(self, max_ring_time: float, now: float) -> None:
+    def __init__(self, max_ring_time: float, now: float, *, agent_confirm: bool = False,
+                 time_limit: float | None = None) -> None:
         self.max_ring_time = max_ring_time
+        self.agent_confirm = agent_confirm
+        self.time_limit = time_limit
         self.phase = CallPhase.AGENT_DIALING
-        self.legs: dict[int, _LegState] = {AGENT: _LegState(dial_started=now)}
+        self.legs: dict[int, _LegState] = {AGENT: self._dialing(now, max_ring_time)}
+        self.confirm_until: float | None = None
         self.bridged_at: float | None = None
         self.ended_at: float | None = None
         self.result: CallEnded | None = None
@@ -185,14 +242,20 @@ class CallMachine:
     def start(self) -> list[CallAction]:
         return [Dial(AGENT)]
 
-    def next_deadline(self) -> tuple[float, int] | None:
-        """(when, leg) of the next ring timeout, or None."""
-        deadlines = [
-            (state.dial_started + self.max_ring_time, leg)
+    def next_deadline(self) -> tuple[float, CallEvent] | None:
+        """(when, the event to feed back then) of the next timer, or None."""
+        if self.phase is CallPhase.ENDED:
+            return None
+        deadlines: list[tuple[float, CallEvent]] = [
+            (state.dial_started + state.ring_time, RingTimeout(leg))
             for leg, state in self.legs.items()
-            if state.status is LegStatus.DIALING and self.phase is not CallPhase.ENDED
+            if state.status is LegStatus.DIALING
         ]
-        return min(deadlines, default=None)
+        if self.phase is CallPhase.AGENT_CONFIRMING and self.confirm_until is not None:
+            deadlines.append((self.confirm_until, ConfirmTimeout()))
+        if self.phase is CallPhase.BRIDGED and self.time_limit and self.bridged_at is not None:
+            deadlines.append((self.bridged_at + self.time_limit, TimeLimitReached()))
+        return min(deadlines, key=lambda d: d[0], default=None)
 
     def handle(self, event: CallEvent, now: float) -> list[CallAction]:
         handler = _HANDLERS.get((self.phase, type(event)))
@@ -206,9 +269,36 @@ class CallMachine:
         if not self._is(event, AGENT):
             return []
         self.legs[AGENT].status = LegStatus.JOINED
-        self.legs[CUSTOMER] = _LegState(dial_started=now)
+        if self.agent_confirm:
+            self.phase = CallPhase.AGENT_CONFIRMING
+            self.confirm_until = now + self.max_ring_time
+            return [LegChanged(AGENT, LegStatus.JOINED), PlayPrompt()]
+        return [LegChanged(AGENT, LegStatus.JOINED), *self._dial_customer(now)]
+
+    def _dial_customer(self, now: float) -> list[CallAction]:
+        self.legs[CUSTOMER] = self._dialing(now, self.max_ring_time)
         self.phase = CallPhase.CUSTOMER_DIALING
-        return [LegChanged(AGENT, LegStatus.JOINED), Dial(CUSTOMER), PlayRingback()]
+        return [Dial(CUSTOMER), PlayRingback()]
+
+    def _agent_pressed(self, event: CallEvent, now: float) -> list[CallAction]:
+        assert isinstance(event, DtmfReceived)
+        if event.leg != AGENT or event.digit != "1":
+            return []
+        return self._dial_customer(now)
+
+    def _agent_not_confirmed(self, event: CallEvent, now: float) -> list[CallAction]:
+        return [*self._release(AGENT),
+                *self._end(now, CallStatus.NO_ANSWER, HangupSource.SYSTEM, "AGENT_NOT_CONFIRMED")]
+
+    def _agent_left_unconfirmed(self, event: CallEvent, now: float) -> list[CallAction]:
+        if isinstance(event, HangupRequested):
+            return [*self._release(AGENT),
+                    *self._end(now, CallStatus.CANCELED, event.source, event.reason)]
+        if not self._is(event, AGENT):
+            return []
+        self.legs[AGENT].status = LegStatus.LEFT
+        return [LegChanged(AGENT, LegStatus.LEFT),
+                *self._end(now, CallStatus.CANCELED, HangupSource.AGENT, "AGENT_HANGUP")]
 
     def _agent_failed(self, event: CallEvent, now: float) -> list[CallAction]:
         assert isinstance(event, LegFailed)
@@ -296,22 +386,61 @@ class CallMachine:
         return [*actions, *self._end(now, CallStatus.CANCELED, source, reason)]
 
     def _bridged_hangup(self, event: CallEvent, now: float) -> list[CallAction]:
-        if isinstance(event, HangupRequested):
-            source, reason = event.source, event.reason
-            actions = [*self._release(AGENT), *self._release(CUSTOMER)]
-        else:
-            assert isinstance(event, LegHungUp)
-            other = CUSTOMER if event.leg == AGENT else AGENT
-            source = HangupSource.AGENT if event.leg == AGENT else HangupSource.DESTINATION
-            reason = event.reason
-            self.legs[event.leg].status = LegStatus.LEFT
-            actions = [LegChanged(event.leg, LegStatus.LEFT), *self._release(other)]
-        return [*actions, *self._end(now, CallStatus.ANSWER, source, reason)]
+        """Someone left. With two or more still in, the call goes on (a warm transfer: the
+        agent may drop out); otherwise everyone is let go."""
+        if isinstance(event, HangupRequested | TimeLimitReached):
+            source = event.source if isinstance(event, HangupRequested) else HangupSource.SYSTEM
+            reason = event.reason if isinstance(event, HangupRequested) else "TIME_LIMIT"
+            return [*self._release_all(), *self._end(now, CallStatus.ANSWER, source, reason)]
+        assert isinstance(event, LegHungUp)
+        state = self.legs.get(event.leg)
+        if state is None or state.status is not LegStatus.JOINED:
+            return []
+        state.status = LegStatus.LEFT
+        actions: list[CallAction] = [LegChanged(event.leg, LegStatus.LEFT)]
+        if len(self._joined()) >= 2:
+            return [*actions, LeaveRoom(event.leg)]
+        source = HangupSource.AGENT if event.leg == AGENT else HangupSource.DESTINATION
+        return [*actions, *self._release_all(),
+                *self._end(now, CallStatus.ANSWER, source, event.reason)]
+
+    def _add_leg(self, event: CallEvent, now: float) -> list[CallAction]:
+        assert isinstance(event, AddLeg)
+        self.legs[event.leg] = self._dialing(now, event.ring_time)
+        return [Dial(event.leg)]
+
+    def _added_leg_answered(self, event: CallEvent, now: float) -> list[CallAction]:
+        assert isinstance(event, LegAnswered)
+        state = self.legs.get(event.leg)
+        if event.leg <= CUSTOMER or state is None or state.status is not LegStatus.DIALING:
+            return []
+        state.status = LegStatus.JOINED
+        return [LegChanged(event.leg, LegStatus.JOINED), JoinRoom(event.leg)]
+
+    def _added_leg_failed(self, event: CallEvent, now: float) -> list[CallAction]:
+        """An added participant who does not answer leaves the call untouched."""
+        leg = getattr(event, "leg", 0)
+        state = self.legs.get(leg)
+        if leg <= CUSTOMER or state is None or state.status is not LegStatus.DIALING:
+            return []
+        state.status = LegStatus.FAILED
+        if isinstance(event, LegFailed):
+            return [LegChanged(leg, LegStatus.FAILED, event.sip_code, event.reason)]
+        return [Cancel(leg), LegChanged(leg, LegStatus.FAILED, 487, "RING_TIMEOUT")]
 
     # -- helpers ---------------------------------------------------------------------------
 
     def _is(self, event: CallEvent, leg: int) -> bool:
         return getattr(event, "leg", None) == leg
+
+    def _dialing(self, now: float, ring_time: float) -> _LegState:
+        return _LegState(dial_started=now, ring_time=ring_time)
+
+    def _joined(self) -> list[int]:
+        return [leg for leg, state in self.legs.items() if state.status is LegStatus.JOINED]
+
+    def _release_all(self) -> list[CallAction]:
+        return [action for leg in sorted(self.legs) for action in self._release(leg)]
 
     def _release(self, leg: int) -> list[CallAction]:
         """Let an answered leg go (BYE), or an unanswered one (CANCEL)."""
@@ -358,6 +487,10 @@ _HANDLERS: dict[tuple[CallPhase, type], _Handler] = {
     (CallPhase.AGENT_DIALING, LegFailed): CallMachine._agent_failed,
     (CallPhase.AGENT_DIALING, RingTimeout): CallMachine._agent_ring_timeout,
     (CallPhase.AGENT_DIALING, HangupRequested): CallMachine._hangup_while_agent_dialing,
+    (CallPhase.AGENT_CONFIRMING, DtmfReceived): CallMachine._agent_pressed,
+    (CallPhase.AGENT_CONFIRMING, ConfirmTimeout): CallMachine._agent_not_confirmed,
+    (CallPhase.AGENT_CONFIRMING, LegHungUp): CallMachine._agent_left_unconfirmed,
+    (CallPhase.AGENT_CONFIRMING, HangupRequested): CallMachine._agent_left_unconfirmed,
     (CallPhase.CUSTOMER_DIALING, LegEarlyMedia): CallMachine._customer_early_media,
     (CallPhase.CUSTOMER_DIALING, LegAnswered): CallMachine._customer_answered,
     (CallPhase.CUSTOMER_DIALING, LegFailed): CallMachine._customer_failed,
@@ -366,4 +499,9 @@ _HANDLERS: dict[tuple[CallPhase, type], _Handler] = {
     (CallPhase.CUSTOMER_DIALING, HangupRequested): CallMachine._agent_left_before_answer,
     (CallPhase.BRIDGED, LegHungUp): CallMachine._bridged_hangup,
     (CallPhase.BRIDGED, HangupRequested): CallMachine._bridged_hangup,
+    (CallPhase.BRIDGED, TimeLimitReached): CallMachine._bridged_hangup,
+    (CallPhase.BRIDGED, AddLeg): CallMachine._add_leg,
+    (CallPhase.BRIDGED, LegAnswered): CallMachine._added_leg_answered,
+    (CallPhase.BRIDGED, LegFailed): CallMachine._added_leg_failed,
+    (CallPhase.BRIDGED, RingTimeout): CallMachine._added_leg_failed,
 }

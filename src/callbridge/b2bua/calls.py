@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import typing
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import replace
@@ -41,7 +42,6 @@ from callbridge.b2bua.call import (
     LegFailed,
     LegHungUp,
     PlayRingback,
-    RingTimeout,
 )
 from callbridge.b2bua.service import OutboundLeg, SipService
 from callbridge.config import Settings
@@ -77,6 +77,9 @@ from callbridge.store.models import Call, CallStatus, HangupSource, Leg, LegRole
 from callbridge.webhooks.payload import new_outbox_entry
 
 log = logging.getLogger(__name__)
+
+#: What the SIP user agent reports (the rest of the queue is the call machine's own events).
+_SIP_EVENTS = typing.get_args(Event)
 
 Clock = Callable[[], datetime]
 
@@ -220,11 +223,10 @@ class CallRunner:
             item = await asyncio.wait_for(self.queue.get(), timeout)
         except TimeoutError:
             assert deadline is not None
-            return RingTimeout(deadline[1])
-        if isinstance(item, (LegAnswered, LegEarlyMedia, LegFailed, LegHungUp, RingTimeout,
-                             HangupRequested)):
-            return item
-        return self._translate(item)
+            return deadline[1]
+        if isinstance(item, _SIP_EVENTS):
+            return self._translate(typing.cast(Event, item))
+        return typing.cast(CallEvent, item)
 
     def _translate(self, event: Event) -> CallEvent | None:
         """A SIP leg's news, in the call machine's terms (and media updated on the way)."""
