@@ -3,6 +3,7 @@
     callbridge serve [--config FILE] [--log-level LEVEL]   run until SIGINT/SIGTERM
     callbridge config check [--config FILE]                validate, print effective settings
     callbridge account|key|callerid|agent|calls|callbacks  onboarding and inspection (admin.py)
+    callbridge sandbox [--host H] [--port P]               the simulated carrier on its own
     callbridge --version
 
 Every command reads its settings the same way: defaults, then ``--config FILE``, then
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(command=_config_check)
 
     admin.add_commands(commands, add_config_argument)
+    _add_sandbox_command(commands)
     return parser
 
 
@@ -111,5 +113,41 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"callbridge: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:  # Ctrl-C before the service's handlers were installed
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _add_sandbox_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    sandbox = commands.add_parser(
+        "sandbox", help="run the simulated carrier (see callbridge.sandbox) until SIGINT/SIGTERM")
+    sandbox.add_argument("--host", default="127.0.0.1", help="SIP and RTP address (127.0.0.1)")
+    sandbox.add_argument("--port", type=int, default=5070, help="SIP port, UDP (5070; 0: any)")
+    sandbox.add_argument("--ring", type=float, default=0.5, metavar="SECONDS",
+                         help="180 to 200 on answering numbers (0.5)")
+    sandbox.add_argument("--early-media", type=float, default=1.0, metavar="SECONDS",
+                         help="183 to 200 on numbers ending 05 (1.0)")
+    sandbox.add_argument("--hangup-after", type=float, default=5.0, metavar="SECONDS",
+                         help="answer to BYE on numbers ending 04 (5.0)")
+    sandbox.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, default="info")
+    sandbox.set_defaults(command=_sandbox)
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level)
+    from callbridge.sandbox import SandboxCarrier, SandboxTimings
+    from callbridge.sandbox.carrier import run_standalone
+
+    def ready(carrier: SandboxCarrier) -> None:
+        host, port = carrier.address
+        print(f"callbridge sandbox: SIP on {host}:{port} (udp)\n"
+              f'use it with [trunk] mode = "sip", host = "{host}", port = {port}', flush=True)
+
+    try:
+        timings = SandboxTimings(args.ring, args.early_media, args.hangup_after)
+        asyncio.run(run_standalone(SandboxCarrier(timings), args.host, args.port, ready))
+    except (CallbridgeError, ValueError) as exc:
+        print(f"callbridge: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     return EXIT_OK

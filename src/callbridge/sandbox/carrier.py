@@ -14,7 +14,8 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from collections.abc import Iterable
+import signal
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -40,7 +41,7 @@ from callbridge.sandbox.uas import (
 from callbridge.sip.sdp import NegotiatedMedia
 from callbridge.sip.transaction import DEFAULT_TIMERS, TimerSettings
 
-__all__ = ["SandboxCarrier"]
+__all__ = ["SandboxCarrier", "run_standalone"]
 
 log = logging.getLogger(__name__)
 
@@ -287,3 +288,23 @@ def _is_loopback(host: str) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped.is_loopback
     return address.is_loopback
+
+
+async def run_standalone(carrier: SandboxCarrier, host: str = "127.0.0.1", port: int = 5070,
+                         ready: Callable[[SandboxCarrier], None] | None = None) -> None:
+    """`callbridge sandbox`: run ``carrier`` on ``host:port`` until SIGINT or SIGTERM;
+    ``ready`` is called once it listens."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    await carrier.start(host, port)
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if ready is not None:
+            ready(carrier)
+        await stop.wait()
+    finally:
+        log.info("sandbox carrier shutting down")
+        await carrier.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
