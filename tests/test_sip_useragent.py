@@ -328,3 +328,17 @@ def test_options_ping_reports_status_and_silence() -> None:
     assert h.events() == [PingResult("p2", 0)]
     h.advance_to(h.now + 60)
     assert h.ua.transaction_count == 0
+
+
+def test_info_is_sent_in_the_dialog(h: Harness) -> None:
+    invite = h.invite()
+    answer(h, invite)
+    h.sent()
+    h.ua.info("leg1", "application/dtmf-relay", b"Signal=1\r\nDuration=100\r\n", h.now)
+    info = h.sent_one()
+    assert isinstance(info, Request) and info.method == "INFO"
+    assert info.uri == "sip:gw@127.0.0.3:5070" and info.cseq.seq == 2
+    assert info.headers.get("Content-Type") == "application/dtmf-relay"
+    assert info.body == b"Signal=1\r\nDuration=100\r\n"
+    with pytest.raises(ValueError, match="not answered"):
+        h.ua.info("nope", "application/dtmf-relay", b"", h.now)

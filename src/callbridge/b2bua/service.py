@@ -80,6 +80,10 @@ class OutboundLeg:
     def reinvite(self, sdp: bytes) -> None:
         self._service._command(lambda now: self._service.ua.reinvite(self.leg_id, sdp, now))
 
+    def info(self, content_type: str, body: bytes) -> None:
+        self._service._command(
+            lambda now: self._service.ua.info(self.leg_id, content_type, body, now))
+
     def set_local_sdp(self, sdp: bytes) -> None:
         self._service.ua.set_local_sdp(self.leg_id, sdp)
 

@@ -368,6 +368,17 @@ class UserAgent:
         leg.reinvite = self._send(request, self._next_hop(leg), now)
         self._reinvites[id(leg.reinvite)] = leg
 
+    def info(self, leg_id: str, content_type: str, body: bytes, now: float) -> None:
+        """An in-dialog INFO (RFC 6086), e.g. ``application/dtmf-relay`` for a leg that
+        negotiated no telephone-event; its answer is not reported."""
+        leg = self._legs.get(leg_id)
+        if leg is None or leg.dialog is None or leg.state is not LegState.CONFIRMED:
+            raise ValueError(f"leg {leg_id!r} is not answered")
+        request = leg.dialog.create_request(
+            "INFO", self._branch(), self.config.via_host, transport=self.config.transport,
+            body=body, content_type=content_type)
+        self._send(self._preauthorize(leg, request), self._next_hop(leg), now)
+
     def ping(self, ping_id: str, *, request_uri: str, destination: Address, now: float) -> None:
         """An OPTIONS ping (RFC 3261 §11) whose outcome arrives as :class:`PingResult`."""
         h = Headers()
