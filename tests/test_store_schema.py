@@ -8,8 +8,11 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
+import aiosqlite
 import pytest
 
 from callbridge.errors import ConfigError, StorageError
@@ -22,7 +25,7 @@ from callbridge.store.migrations import (
     migrate,
     split_statements,
 )
-from callbridge.store.models import Call, Leg, LegRole, LegStatus
+from callbridge.store.models import Account, Call, Leg, LegRole, LegStatus
 from callbridge.store.sqlite import SqliteStore
 
 TABLES = {
@@ -229,8 +232,8 @@ def test_migrations_are_applied_once_and_recorded(tmp_path: Path) -> None:
     tables = {row[0] for row in query(path, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert tables == TABLES
     recorded = query(path, "SELECT version, applied_at FROM schema_migrations")
-    assert [row[0] for row in recorded] == [m.version for m in MIGRATIONS] == [LATEST_VERSION]
-    assert str(recorded[0][1]).endswith("+00:00")
+    assert [row[0] for row in recorded] == [m.version for m in MIGRATIONS] == [1, LATEST_VERSION]
+    assert all(str(row[1]).endswith("+00:00") for row in recorded)
     schema = query(path, "SELECT sql FROM sqlite_master ORDER BY name")
 
     open_and_close(path)  # reopening is a no-op
@@ -257,9 +260,9 @@ def test_a_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         conn.execute("INSERT INTO schema_migrations VALUES (99, '2030-01-01T00:00:00+00:00')")
     conn.close()
-    with pytest.raises(StorageError, match=r"schema is version 99, newer than .* \(1\)"):
+    with pytest.raises(StorageError, match=r"schema is version 99, newer than .* \(2\)"):
         open_and_close(path)
-    assert [r[0] for r in query(path, "SELECT version FROM schema_migrations")] == [1, 99]
+    assert [r[0] for r in query(path, "SELECT version FROM schema_migrations")] == [1, 2, 99]
 
 
 def test_a_failing_migration_leaves_the_database_as_it_was(
@@ -267,26 +270,79 @@ def test_a_failing_migration_leaves_the_database_as_it_was(
 ) -> None:
     path = tmp_path / "cb.db"
     open_and_close(path)
-    broken = Migration(2, "CREATE TABLE extra (x INTEGER); INSERT INTO nowhere VALUES (1);")
+    broken = Migration(LATEST_VERSION + 1,
+                       "CREATE TABLE extra (x INTEGER); INSERT INTO nowhere VALUES (1);")
     monkeypatch.setattr(
         sqlite_backend, "migrate", functools.partial(migrate, migrations=(*MIGRATIONS, broken))
     )
     with pytest.raises(StorageError, match="no such table: nowhere"):
         open_and_close(path)
-    assert query(path, "SELECT version FROM schema_migrations") == [(1,)]
+    assert query(path, "SELECT version FROM schema_migrations") == [(1,), (2,)]
     assert query(path, "SELECT name FROM sqlite_master WHERE name = 'extra'") == []
 
 
 def test_a_new_migration_is_applied_on_top(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "cb.db"
     open_and_close(path)
-    v2 = Migration(2, "ALTER TABLE calls ADD COLUMN notes TEXT;")
+    v3 = Migration(3, "ALTER TABLE calls ADD COLUMN notes TEXT;")
     monkeypatch.setattr(
-        sqlite_backend, "migrate", functools.partial(migrate, migrations=(*MIGRATIONS, v2))
+        sqlite_backend, "migrate", functools.partial(migrate, migrations=(*MIGRATIONS, v3))
     )
     open_and_close(path)
-    assert [r[0] for r in query(path, "SELECT version FROM schema_migrations")] == [1, 2]
+    assert [r[0] for r in query(path, "SELECT version FROM schema_migrations")] == [1, 2, 3]
     assert "notes" in {row[1] for row in query(path, "PRAGMA table_info(calls)")}
+
+
+def make_v1_database(path: Path) -> None:
+    """A database as callbridge with only migration 1 left it, with an account and a call."""
+
+    async def main() -> None:
+        async with aiosqlite.connect(path, isolation_level=None) as db:
+            await db.execute("BEGIN IMMEDIATE")
+            await migrate(db, datetime(2026, 1, 1, tzinfo=UTC), migrations=MIGRATIONS[:1])
+            await db.execute("COMMIT")
+
+    asyncio.run(main())
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO accounts (id, name, callback_url, callback_secret, created_at)"
+                     " VALUES ('a1', 'acme', 'https://crm/cb', 'whsec_x', '2026-01-01T00:00:00"
+                     ".000000+00:00')")
+        conn.execute("INSERT INTO calls (call_id, account_id, uuid, from_number, to_number,"
+                     " agent_number, recording, max_ring_time, request_hash, call_status,"
+                     " created_at) VALUES ('call-1', 'a1', 'crm-1', '+918041234567',"
+                     " '+919812345678', '+919876543210', 1, 30, 'hhhh', 'INITIATED',"
+                     " '2026-01-01T00:00:00.000000+00:00')")
+    conn.close()
+
+
+def test_a_v1_database_is_migrated_to_v2_keeping_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "cb.db"
+    make_v1_database(path)
+    assert "agent_confirm" not in {row[1] for row in query(path, "PRAGMA table_info(calls)")}
+
+    async def main() -> tuple[Account | None, Call | None, Call]:
+        async with await SqliteStore.open(path) as store:
+            account = await store.find_account("acme")
+            old = await store.get_call("call-1")
+            leg = Leg("call-2", 1, LegRole.AGENT, "+919876543210", LegStatus.DIALING)
+            new, _ = await store.create_call(replace(
+                a_call("a1"), call_id="call-2", uuid="crm-2", legs=(leg,), agent_confirm="dtmf",
+                time_limit=600))
+            return account, old, new
+
+    account, old, new = asyncio.run(main())
+    versions = [r[0] for r in query(path, "SELECT version FROM schema_migrations")]
+    assert versions == [1, 2]
+    for table in ("accounts", "calls"):
+        columns = {row[1]: row[2] for row in query(path, f"PRAGMA table_info({table})")}
+        assert (columns["agent_confirm"], columns["time_limit"]) == ("TEXT", "INTEGER")
+    # What existed before reads back with "none" for both.
+    assert account is not None and (account.agent_confirm, account.time_limit) == (None, None)
+    assert old is not None and (old.uuid, old.agent_confirm, old.time_limit) == (
+        "crm-1", None, None)
+    assert query(path, "SELECT agent_confirm, time_limit FROM calls WHERE call_id = 'call-2'") \
+        == [("dtmf", 600)]
+    assert (new.agent_confirm, new.time_limit) == ("dtmf", 600)
 
 
 def test_split_statements_keeps_semicolons_in_strings_and_triggers() -> None:

@@ -128,6 +128,19 @@ def test_accounts_round_trip_and_lookups(db: Path) -> None:
     run(db, body)
 
 
+def test_an_account_keeps_its_call_defaults(db: Path) -> None:
+    async def body(store: SqliteStore) -> None:
+        strict = await store.create_account("strict", "https://s/cb", "whsec_s",
+                                            agent_confirm="dtmf", time_limit=3600)
+        plain = await store.create_account("plain", "https://p/cb", "whsec_p")
+        assert (strict.agent_confirm, strict.time_limit) == ("dtmf", 3600)
+        assert (plain.agent_confirm, plain.time_limit) == (None, None)
+        assert await store.get_account(strict.id) == strict
+        assert await store.get_account(plain.id) == plain
+
+    run(db, body)
+
+
 def test_duplicate_account_name_is_a_storage_error(db: Path) -> None:
     async def body(store: SqliteStore) -> None:
         await an_account(store, "acme")
@@ -233,6 +246,20 @@ def test_create_call_stores_every_field_and_leg(db: Path) -> None:
         assert created == replace(call, created_at=T0)
         assert await store.get_call("call-1") == created
         assert await store.get_call("call-2") is None
+
+    run(db, body)
+
+
+def test_a_call_keeps_its_agent_confirm_and_time_limit(db: Path) -> None:
+    async def body(store: SqliteStore) -> None:
+        account = await an_account(store)
+        call = a_call(account, agent_confirm="dtmf", time_limit=90)
+        created, _ = await store.create_call(call)
+        assert (created.agent_confirm, created.time_limit) == ("dtmf", 90)
+        assert await store.get_call("call-1") == created
+        await store.update_call(replace(created, time_limit=120))
+        stored = await store.get_call("call-1")
+        assert stored is not None and (stored.agent_confirm, stored.time_limit) == ("dtmf", 120)
 
     run(db, body)
 

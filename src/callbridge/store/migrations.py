@@ -128,8 +128,17 @@ CREATE INDEX callback_outbox_account ON callback_outbox (account_id, created_at)
 CREATE INDEX callback_outbox_call ON callback_outbox (call_id);
 """
 
+V2 = """
+-- Live call control (issue 7): agent confirmation and a talk-time limit, as account defaults
+-- and per call. NULL is "none" in both, which is what every call placed before had.
+ALTER TABLE accounts ADD COLUMN agent_confirm TEXT;
+ALTER TABLE accounts ADD COLUMN time_limit INTEGER;
+ALTER TABLE calls ADD COLUMN agent_confirm TEXT;
+ALTER TABLE calls ADD COLUMN time_limit INTEGER;
+"""
+
 #: Every migration, in order. The last version is the one this code reads and writes.
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, V1),)
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, V1), Migration(2, V2))
 LATEST_VERSION = MIGRATIONS[-1].version
 
 _CREATE_VERSIONS = """

@@ -58,6 +58,11 @@ class Account:
     allow_cidrs: tuple[str, ...] = ()
     allow_origins: tuple[str, ...] = ()
     created_at: datetime | None = None
+    #: Default for calls that do not say: ``"dtmf"`` (the agent presses 1 before the customer
+    #: is dialled) or None (no confirmation).
+    agent_confirm: str | None = None
+    #: Default longest bridged time of a call, in seconds; None for no limit.
+    time_limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,12 @@ class Call:
     recording_url: str | None = None
     hangup_source: HangupSource | None = None
     legs: tuple[Leg, ...] = field(default=())
+    #: ``"dtmf"``: the agent confirms with 1 before the customer is dialled; None: no
+    #: confirmation. The request's value, else the account's default when the call was placed.
+    agent_confirm: str | None = None
+    #: Seconds a bridged call may last before the system hangs it up; None for no limit.
+    #: Like ``agent_confirm``, fixed when the call is placed.
+    time_limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -146,7 +157,9 @@ class Store(Protocol):
     # -- accounts and credentials --------------------------------------------------------
     async def create_account(self, name: str, callback_url: str, callback_secret: str, *,
                              allow_cidrs: tuple[str, ...] = (),
-                             allow_origins: tuple[str, ...] = ()) -> Account: ...
+                             allow_origins: tuple[str, ...] = (),
+                             agent_confirm: str | None = None,
+                             time_limit: int | None = None) -> Account: ...
     async def get_account(self, account_id: str) -> Account | None: ...
     async def find_account(self, name_or_id: str) -> Account | None: ...
     async def list_accounts(self) -> list[Account]: ...

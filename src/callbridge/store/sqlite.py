@@ -302,10 +302,13 @@ class SqliteStore:
         *,
         allow_cidrs: tuple[str, ...] = (),
         allow_origins: tuple[str, ...] = (),
+        agent_confirm: str | None = None,
+        time_limit: int | None = None,
     ) -> Account:
         account = Account(
             uuid.uuid4().hex, name, callback_url, callback_secret, tuple(allow_cidrs),
-            tuple(allow_origins), created_at=self._now(),
+            tuple(allow_origins), created_at=self._now(), agent_confirm=agent_confirm,
+            time_limit=time_limit,
         )  # fmt: skip
         await self._write("create account", _ACCOUNTS.insert_sql(), _ACCOUNTS.params(account))
         return account
