@@ -8,7 +8,8 @@ Every packet of one event carries the RTP timestamp of the event's start (§2.5.
 duration grows as the key is held, and the final packet, with the E bit, is sent three times
 (§2.5.1.4). So the RTP timestamp, not the marker bit or the sequence number, identifies an
 event: :class:`DtmfReceiver` reports each digit once, however many redundant, retransmitted
-or reordered packets carry it. :class:`DtmfSender` produces the packets of one keypress.
+or reordered packets carry it. :class:`DtmfSender` produces the packets of one keypress, or
+of a string of them (:meth:`DtmfSender.sequence`).
 
 Only the DTMF events (codes 0-15, §3.2) are digits; other codes parse as
 :class:`TelephoneEvent` with ``digit`` None and the receiver ignores them.
@@ -224,4 +225,29 @@ class DtmfSender:
         return tuple(
             DtmfPacket(event.serialize(), index == 0, timestamp, send_at)
             for index, (event, send_at) in enumerate(updates + ends)
+        )
+
+    def sequence(
+        self, digits: str, duration_ms: int, gap_ms: int, timestamp: int = 0
+    ) -> tuple[DtmfPacket, ...]:
+        """Every packet for ``digits`` pressed one after another, the first at RTP
+        ``timestamp``.
+
+        Each event starts ``duration_ms + gap_ms`` after the one before, but never before
+        the previous event's last end packet went out (§2.5.1.4: two ``ptime`` after its
+        end), so events never overlap. A packet is due when the audio clock reaches its
+        ``timestamp + send_at``. Every digit is checked before any packet is built.
+        """
+        if not digits:
+            raise DtmfError("no DTMF digits to send")
+        if gap_ms < 0:
+            raise DtmfError("the gap between DTMF digits must not be negative")
+        for digit in digits:
+            event_code(digit)
+        step = self.ticks(self.ptime)
+        spacing = self.ticks(duration_ms) + max(self.ticks(gap_ms), 2 * step)
+        return tuple(
+            packet
+            for index, digit in enumerate(digits)
+            for packet in self.packets(digit, duration_ms, ts_add(timestamp, index * spacing))
         )

@@ -15,6 +15,16 @@ not import ``sip``) and does three things with every datagram:
 3. **Liveness.** The arrival time is kept, and a timer raises :class:`MediaTimeout` when no
    RTP arrived for ``inactivity_timeout`` seconds.
 
+DTMF, both ways, whatever the leg is connected to (a bridge, a conference, a player, nothing):
+
+- **Digits from the leg.** Its telephone-events go through a :class:`DtmfReceiver` and each
+  keypress is reported once to ``on_digit(leg_key, digit)``, soon after its first packet,
+  on the loop (outside the packet path, so the handler may rewire the room). The packets
+  still go to the handler as well: a bridge forwards them to the other leg.
+- **Digits into the leg.** :meth:`LegEndpoint.send_dtmf` sends RFC 4733 events on the leg's
+  own stream, paced in real time, holding the stream meanwhile (``TxStream.hold``): no
+  forwarded or played audio is interleaved with the events.
+
 What the leg hears goes out through its ``tx``, a :class:`~callbridge.media.stream.TxStream`
 that owns the leg's outgoing SSRC, sequence numbers and timestamps.
 """
@@ -27,14 +37,23 @@ import logging
 import random
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final, Protocol
 
+from callbridge.media.dtmf import DtmfError, DtmfPacket, DtmfReceiver, DtmfSender, TelephoneEvent
 from callbridge.media.reactor import Reactor, reactor_for
-from callbridge.media.rtp import RtpError, is_rtcp, unpack_header
-from callbridge.media.stream import CLOCK_RATE, MAX_DATAGRAM, TxStream
+from callbridge.media.rtp import RtpError, is_rtcp, ts_add, unpack_header
+from callbridge.media.stream import CLOCK_RATE, MAX_DATAGRAM, TxStream, audio_payload
 
-__all__ = ["CLOCK_RATE", "CODECS", "LegEndpoint", "LegMedia", "MediaTimeout", "RtpHandler"]
+__all__ = [
+    "CLOCK_RATE",
+    "CODECS",
+    "DigitHandler",
+    "LegEndpoint",
+    "LegMedia",
+    "MediaTimeout",
+    "RtpHandler",
+]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +103,10 @@ class MediaTimeout:
     silent_for: float
 
 
+#: Told of each keypress on a leg: ``(leg_key, digit)``, the digit one of ``0-9 * # A-D``.
+DigitHandler = Callable[[str, str], None]
+
+
 class RtpHandler(Protocol):
     """Takes a leg's accepted packets: a bridge direction or a conference participant.
 
@@ -106,7 +129,8 @@ class LegEndpoint:
     """One leg's RTP socket (see the module docstring). Open through ``PortAllocator``.
 
     ``sock`` is a bound, non-blocking UDP socket the endpoint owns from :meth:`start` on;
-    ``on_close`` runs once when it is closed (the allocator's lease release).
+    ``on_close`` runs once when it is closed (the allocator's lease release). ``on_digit``
+    is told of each keypress the leg sends (also settable later: :meth:`set_digit_handler`).
     """
 
     def __init__(
@@ -120,10 +144,13 @@ class LegEndpoint:
         advertised_host: str = "",
         on_close: Callable[[], None] | None = None,
         rng: random.Random | None = None,
+        on_digit: DigitHandler | None = None,
     ) -> None:
         self.key = key
         self.symmetric = symmetric
         self.on_event = on_event
+        #: Told of each keypress received from this leg (see :meth:`set_digit_handler`).
+        self.on_digit = on_digit
         self.tx = TxStream(rng)
         self.media: LegMedia | None = None
         #: Whoever plays into this leg (see ``player.Player``); forwarding yields to it.
@@ -156,6 +183,9 @@ class LegEndpoint:
         self._watch_from = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._timed_out = False
+        self._digits = DtmfReceiver()
+        self._digits_ssrc = -1
+        self._dtmf_lock = asyncio.Lock()  # one digit string at a time on the stream
 
     def start(self) -> None:
         """Start reading, on the running loop."""
@@ -187,14 +217,33 @@ class LegEndpoint:
             self._bad_datagram(data)
             return
         handler = self._handler
-        if handler is None:
-            return
         if pt == self._audio_pt:
-            handler.on_audio(data, marker, seq, ts, ssrc, now)
+            if handler is not None:
+                handler.on_audio(data, marker, seq, ts, ssrc, now)
         elif pt == self._event_pt:
-            handler.on_telephone_event(data, marker, seq, ts, ssrc, now)
-        else:
+            if handler is not None:
+                handler.on_telephone_event(data, marker, seq, ts, ssrc, now)
+            self._receive_digit(data, marker, ts, ssrc)
+        elif handler is not None:
             self.unknown_payload += 1
+
+    def _receive_digit(self, data: bytes, marker: bool, ts: int, ssrc: int) -> None:
+        """Feed a telephone-event to the receiver; report a new keypress on the loop."""
+        payload = audio_payload(data)
+        try:
+            event = TelephoneEvent.parse(payload or b"")
+        except DtmfError:
+            return  # forwarded as it came, but nothing to report
+        if ssrc != self._digits_ssrc:
+            # A new source (a forked answer, a restarted phone) numbers its events afresh.
+            self._digits.reset()
+            self._digits_ssrc = ssrc
+        pressed = self._digits.receive(ts, marker, event)
+        on_digit = self.on_digit
+        if pressed is not None and on_digit is not None and self._loop is not None:
+            # The digit itself is not logged: customers key in PINs and card numbers.
+            self._log.debug("rtp %s: DTMF keypress", self.key)
+            self._loop.call_soon(on_digit, self.key, pressed.digit)
 
     # -- the call layer's controls ----------------------------------------------------------
 
@@ -243,6 +292,55 @@ class LegEndpoint:
     @property
     def handler(self) -> RtpHandler | None:
         return self._handler
+
+    def set_digit_handler(self, on_digit: DigitHandler | None) -> None:
+        """Report each keypress received from this leg to ``on_digit(leg_key, digit)``;
+        None stops reporting. Works whatever the leg is connected to."""
+        self.on_digit = on_digit
+
+    async def send_dtmf(self, digits: str, *, duration_ms: int = 100, gap_ms: int = 60) -> None:
+        """Press ``digits`` (``0-9 * # A-D``) into this leg as RFC 4733 telephone-events.
+
+        Each key is held ``duration_ms``; the next starts ``gap_ms`` after it ends (at
+        least two ptimes: the repeated end packets go out first). Packets go out in real
+        time, one per ptime, on the leg's own stream (its SSRC, sequence numbers continuing,
+        timestamps on its audio clock); forwarded and played audio into the leg is held back
+        from the first event's start until the last end packet, then resumes on the same
+        line. Returns when the last end packet went out, or at once if the leg closes; a
+        second call waits for the first to finish. Cancelling stops at once.
+
+        Raises ValueError, before sending anything, when the leg negotiated no
+        telephone-event (send SIP INFO instead) or a digit or duration is invalid.
+        """
+        media = self.media
+        if media is None or media.telephone_event_pt is None:
+            raise ValueError(f"leg {self.key} negotiated no telephone-event (RFC 4733)")
+        sender = DtmfSender(ptime=media.ptime)
+        packets = sender.sequence(digits, duration_ms, gap_ms)
+        async with self._dtmf_lock:
+            await self._send_events(packets, media.telephone_event_pt, sender.clock_rate)
+
+    async def _send_events(
+        self, packets: tuple[DtmfPacket, ...], payload_type: int, clock_rate: int
+    ) -> None:
+        """Send ``packets`` (timestamps relative to the first event's start) when each is
+        due, the first event starting now on the leg's audio clock."""
+        loop = asyncio.get_running_loop()
+        tx = self.tx
+        start = loop.time()
+        tx.hold()
+        try:
+            base = tx.clock(start)
+            for packet in packets:
+                due = start + (packet.timestamp + packet.send_at) / clock_rate
+                if due > loop.time():
+                    await asyncio.sleep(due - loop.time())
+                if self.closed:
+                    return
+                stamped = replace(packet, timestamp=ts_add(base, packet.timestamp))
+                tx.send_event(stamped, payload_type, loop.time())
+        finally:
+            tx.release()
 
     def set_inactivity_timeout(self, seconds: float | None) -> None:
         """Raise :class:`MediaTimeout` after ``seconds`` without RTP, counted from now or the

@@ -18,6 +18,7 @@ import struct
 from collections.abc import Callable
 from typing import Final
 
+from callbridge.media.dtmf import DtmfPacket
 from callbridge.media.rtp import HEADER_SIZE, RtpError, RtpPacket, rewrite_header
 
 __all__ = ["CLOCK_RATE", "MAX_DATAGRAM", "TxStream", "audio_payload", "payload_span"]
@@ -67,6 +68,10 @@ class TxStream:
     numbering restart, :meth:`reset_source`) the offsets are re-anchored so the sequence
     continues by one and the timestamp by the wall-clock time since the last packet sent.
     Generated frames (:meth:`send_generated`) continue the same line.
+
+    The leg's own telephone-events (``LegEndpoint.send_dtmf``) go out on it too
+    (:meth:`send_event`), stamped on the same audio clock, while a hold (:meth:`hold`) keeps
+    every forwarded or generated packet off the stream, so the receiver gets the events alone.
     """
 
     def __init__(self, rng: random.Random | None = None) -> None:
@@ -82,6 +87,12 @@ class TxStream:
         #: The socket's ``sendto``; None until the leg is started and after it is closed.
         self.sendto: Callable[[memoryview, tuple[str, int]], int] | None = None
         self.address: tuple[str, int] | None = None
+        #: True while our own telephone-events play (:meth:`hold`): forwarded and generated
+        #: packets are dropped. RFC 4733 §2.5.1.2 would allow audio alongside an event, but a
+        #: receiver then gets two sources' packets interleaved on one sequence line.
+        self.holding = False
+        #: Packets dropped by a hold.
+        self.held = 0
         self._last_at: float | None = None
         self._src_ssrc = -1
         self._src_seq = 0
@@ -109,6 +120,9 @@ class TxStream:
     ) -> None:
         """Send a received packet on this stream, with ``payload_type`` and the payload
         translated through ``table`` (mu-law <-> A-law) when given."""
+        if self.holding:
+            self.held += 1
+            return
         gap = (seq - self._src_seq) & 0xFFFF
         if ssrc != self._src_ssrc or MAX_DROPOUT < gap < 0x10000 - MAX_MISORDER:
             self._anchor(seq, ts, ssrc, now)
@@ -145,6 +159,9 @@ class TxStream:
         self, payload: bytes, payload_type: int, samples: int, now: float, marker: bool = False
     ) -> None:
         """Send one generated frame (tone, announcement, mix) of ``samples`` samples."""
+        if self.holding:
+            self.held += 1
+            return
         self.reset_source()
         if self._last_at is None:
             marker = True
@@ -156,6 +173,43 @@ class TxStream:
         _HEADER.pack_into(self._buf, 0, 0x80, b1, self.seq, self.ts, self.ssrc)
         end = HEADER_SIZE + len(payload)
         self._buf[HEADER_SIZE:end] = payload
+        self._send(end)
+
+    # -- our own telephone-events (RFC 4733) --------------------------------------------------
+
+    def hold(self) -> None:
+        """Keep forwarded and generated packets off the stream until :meth:`release`."""
+        self.holding = True
+
+    def release(self) -> None:
+        """End a hold: the next forwarded packet re-anchors (the events used sequence
+        numbers and moved the clock on), a generated frame simply follows on."""
+        self.holding = False
+        self.reset_source()
+
+    def clock(self, now: float) -> int:
+        """The RTP timestamp a frame starting ``now`` takes: where the line continues.
+
+        An event's timestamp is its start on the audio clock (RFC 4733 §2.5.1.2).
+        """
+        if self._last_at is None:
+            return self.ts
+        return (self.ts + self._advance(now, CLOCK_RATE // 50)) & 0xFFFFFFFF
+
+    def send_event(self, packet: DtmfPacket, payload_type: int, now: float) -> None:
+        """Send one telephone-event packet: the next sequence number, the event's start as
+        timestamp (every packet of an event carries it), the marker as the sender built it.
+
+        The stream's clock moves on to the event's start plus ``packet.send_at``: the audio
+        that resumes after the event continues from there, in step with the wall clock.
+        """
+        self.seq = (self.seq + 1) & 0xFFFF
+        self.ts = (packet.timestamp + packet.send_at) & 0xFFFFFFFF
+        self._last_at = now
+        b1 = payload_type | 0x80 if packet.marker else payload_type
+        _HEADER.pack_into(self._buf, 0, 0x80, b1, self.seq, packet.timestamp, self.ssrc)
+        end = HEADER_SIZE + len(packet.payload)
+        self._buf[HEADER_SIZE:end] = packet.payload
         self._send(end)
 
     def _anchor(self, seq: int, ts: int, ssrc: int, now: float) -> None:

@@ -9,6 +9,9 @@ holds a whole number of cycles, so it also starts and ends on a zero crossing (n
 India's tones follow ITU-T E.180 Supplement 2 ("Various tones used in national networks"):
 ringback 400 Hz modulated by 25 Hz, 0.4 s on, 0.2 s off, 0.4 s on, 2.0 s off; busy 400 Hz,
 0.75 s on, 0.75 s off.
+
+One tone is callbridge's own: the confirmation prompt (:func:`prompt_plan`) an agent hears
+on answering, meaning "press 1 to connect", without a recorded voice.
 """
 
 import math
@@ -21,6 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 __all__ = [
+    "CONFIRM_PROMPT",
     "DEFAULT_AMPLITUDE",
     "FRAME_SAMPLES",
     "INDIA_BUSY",
@@ -29,6 +33,7 @@ __all__ = [
     "TONE_PLANS",
     "ToneGenerator",
     "TonePlan",
+    "prompt_plan",
     "sine",
     "sine_plan",
 ]
@@ -88,6 +93,20 @@ INDIA_RINGBACK: Final = TonePlan(
 )
 #: ITU-T E.180 Suppl. 2, India: busy, 400 Hz 0.75 s on, 0.75 s off.
 INDIA_BUSY: Final = TonePlan(frequencies=(400.0,), cadence=((750, 750),))
+
+#: callbridge's confirmation prompt: two short 1400 Hz beeps, 0.2 s on, 0.2 s off, 0.2 s on,
+#: then 1.4 s of silence, repeating every 2 s. 1400 Hz is far from the 400 Hz of ringback
+#: and busy, so it is not taken for call progress; each beep is 280 whole cycles, so it
+#: starts and ends on a zero crossing.
+CONFIRM_PROMPT: Final = TonePlan(frequencies=(1400.0,), cadence=((200, 200), (200, 1400)))
+
+
+def prompt_plan() -> TonePlan:
+    """The prompt an agent hears while the call waits for their keypress ("press 1 to
+    connect", :data:`CONFIRM_PROMPT`). Play it with
+    ``Player(leg, ToneGenerator(prompt_plan())).start()``; ``stop()`` it on the digit."""
+    return CONFIRM_PROMPT
+
 
 #: Tone plans by country (ISO 3166 alpha-2, lower case), then by tone name.
 TONE_PLANS: Final[Mapping[str, Mapping[str, TonePlan]]] = MappingProxyType(
