@@ -415,7 +415,8 @@ class SandboxUas:
             self._hang_up(call, now)
 
     def _answer_call(self, call: SandboxCall, now: float) -> None:
-        self._start_audio(call)  # just before the 200, as the SIPp trunk does
+        if call.state is CallState.RINGING:  # (early media has played since the 183)
+            self._start_audio(call)  # just before the 200, as the SIPp trunk does
         assert call.transaction is not None
         response = self._response(call.invite, 200, call.local_tag, body=call._answer)
         self._tx.send_response(call.transaction, response, now)
@@ -439,7 +440,7 @@ class SandboxUas:
         # The transaction re-sends a 2xx even once Timer L has ended it (the TU owns them).
         self._tx.send_response(resend.transaction, resend.response, now)
         resend.interval = min(2 * resend.interval, self.timers.t2)
-        resend.next_at = now + resend.interval
+        resend.next_at = min(now + resend.interval, resend.give_up_at)
 
     def _hang_up(self, call: SandboxCall, now: float) -> None:
         """Our BYE (§15.1.1): media stops now, the call ends when the BYE is answered."""
