@@ -1,5 +1,8 @@
 """A test phone on 127.0.0.1: sends a tone as G.711 RTP every 20 ms, records what it hears.
 
+It also keys digits as RFC 4733 telephone-events (:meth:`RtpPeer.press`, paced like a phone)
+and decodes the events it hears (:meth:`RtpPeer.events`).
+
 Tests wait on what a peer received (``await peer.wait_until(predicate)``), never on a sleep:
 the predicate is checked as each packet arrives, with a timeout as the only clock.
 """
@@ -14,10 +17,11 @@ from typing import Any, cast
 
 import numpy as np
 
+from callbridge.media.dtmf import DtmfSender, TelephoneEvent
 from callbridge.media.endpoint import LegEndpoint, LegMedia
 from callbridge.media.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from callbridge.media.ports import PortAllocator
-from callbridge.media.rtp import RtpPacket, is_rtcp
+from callbridge.media.rtp import RtpPacket, is_rtcp, ts_add, ts_newer
 from callbridge.media.tones import SAMPLE_RATE, ToneGenerator, sine_plan
 
 FRAME_SECONDS = 0.02
@@ -46,6 +50,7 @@ class RtpPeer(asyncio.DatagramProtocol):
         self.sent = 0
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._sender: asyncio.TimerHandle | None = None
+        self._presser: asyncio.TimerHandle | None = None
 
     @classmethod
     async def open(cls, host: str = "127.0.0.1") -> RtpPeer:
@@ -72,6 +77,8 @@ class RtpPeer(asyncio.DatagramProtocol):
 
     def close(self) -> None:
         self.stop_sending()
+        if self._presser is not None:
+            self._presser.cancel()
         if self.transport is not None:
             self.transport.close()
 
@@ -144,6 +151,51 @@ class RtpPeer(asyncio.DatagramProtocol):
 
         tick()
 
+    def press(
+        self,
+        to: tuple[str, int],
+        digits: str,
+        *,
+        payload_type: int = 101,
+        duration_ms: int = 100,
+        gap_ms: int = 60,
+    ) -> asyncio.Future[None]:
+        """Key ``digits`` as RFC 4733 events on this peer's stream, one packet per 20 ms
+        (final packets three times), paced by the loop; the future resolves after the last.
+        Audio sent meanwhile goes alongside, as RFC 4733 §2.5.1.2 allows."""
+        loop = asyncio.get_running_loop()
+        base, start = self.ts, loop.time()
+        packets = list(DtmfSender().sequence(digits, duration_ms, gap_ms))
+        done: asyncio.Future[None] = loop.create_future()
+
+        def tick() -> None:
+            packet = packets.pop(0)
+            self.send_packet(
+                to,
+                RtpPacket(
+                    payload_type=payload_type,
+                    sequence_number=self.seq,
+                    timestamp=ts_add(base, packet.timestamp),
+                    ssrc=self.ssrc,
+                    marker=packet.marker,
+                    payload=packet.payload,
+                ),
+            )
+            self.seq = (self.seq + 1) & 0xFFFF
+            clock = ts_add(base, packet.timestamp + packet.send_at)
+            if ts_newer(clock, self.ts):
+                self.ts = clock  # audio after the events continues past them
+            if packets:
+                due = packets[0].timestamp + packets[0].send_at
+                self._presser = loop.call_at(start + due / SAMPLE_RATE, tick)
+            else:
+                self._presser = None
+                done.set_result(None)
+
+        first = packets[0].timestamp + packets[0].send_at
+        self._presser = loop.call_at(start + first / SAMPLE_RATE, tick)
+        return done
+
     def stop_sending(self) -> None:
         if self._sender is not None:
             self._sender.cancel()
@@ -176,6 +228,10 @@ class RtpPeer(asyncio.DatagramProtocol):
             for r in self.received
             if payload_type is None or r.packet.payload_type == payload_type
         ]
+
+    def events(self, payload_type: int = 101) -> list[tuple[RtpPacket, TelephoneEvent]]:
+        """The telephone-events received, each packet with its (first) event block."""
+        return [(p, TelephoneEvent.parse(p.payload)) for p in self.packets(payload_type)]
 
     def audio(self, codec: str, payload_type: int | None = None, skip: int = 0) -> np.ndarray:
         """The received audio, decoded, in arrival order (``skip`` packets left out)."""
