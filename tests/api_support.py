@@ -23,7 +23,7 @@ from callbridge.api.app import ApiContext, create_app
 from callbridge.api.auth import hash_api_key, key_prefix, new_api_key
 from callbridge.api.routes import openapi_text
 from callbridge.config import Settings, StorageSettings
-from callbridge.errors import TrunkUnavailable
+from callbridge.errors import CallNotActive, TrunkUnavailable
 from callbridge.store.models import Account, Call
 from callbridge.store.sqlite import SqliteStore
 
@@ -40,11 +40,20 @@ BODY: dict[str, Any] = {
 
 
 class FakeCalls:
-    """Records what the API asks of the call machinery."""
+    """Records what the API asks of the call machinery. ``not_active`` makes add_leg and
+    send_dtmf raise CallNotActive with that message; ``bad_leg`` makes send_dtmf raise
+    ValueError with it, as for a leg the call does not have."""
 
     def __init__(self) -> None:
         self.started: list[Call] = []
         self.unavailable: str | None = None
+        self.added: list[tuple[str, str, int]] = []  #: (call_id, number, max_ring_time)
+        self.hung_up: list[str] = []  #: call ids
+        self.dtmf: list[tuple[str, str, int | None]] = []  #: (call_id, digits, leg)
+        self.not_active: str | None = None
+        self.bad_leg: str | None = None
+        #: The leg_id the next add_leg returns.
+        self.next_leg = 3
 
     def check_available(self) -> None:
         if self.unavailable is not None:
@@ -53,6 +62,23 @@ class FakeCalls:
     async def start(self, call: Call) -> None:
         self.started.append(call)
         await asyncio.sleep(0)  # let concurrent requests interleave here, as real I/O would
+
+    async def add_leg(self, call: Call, number: str, max_ring_time: int) -> int:
+        if self.not_active is not None:
+            raise CallNotActive(self.not_active)
+        self.added.append((call.call_id, number, max_ring_time))
+        self.next_leg += 1
+        return self.next_leg - 1
+
+    async def hangup(self, call: Call) -> None:
+        self.hung_up.append(call.call_id)
+
+    async def send_dtmf(self, call: Call, digits: str, leg: int | None) -> None:
+        if self.not_active is not None:
+            raise CallNotActive(self.not_active)
+        if self.bad_leg is not None:
+            raise ValueError(self.bad_leg)
+        self.dtmf.append((call.call_id, digits, leg))
 
 
 @dataclass
@@ -93,9 +119,13 @@ class Api:
     async def restrict(self, *, cidrs: tuple[str, ...] = (),
                        origins: tuple[str, ...] = ()) -> None:
         """Give the account these restrictions (a second account with the same key setup)."""
-        account = await self.store.create_account(
-            "restricted", "http://crm.test/cb", "whsec_x", allow_cidrs=cidrs,
-            allow_origins=origins)
+        await self.switch_account("restricted", allow_cidrs=cidrs, allow_origins=origins)
+
+    async def switch_account(self, name: str, **options: Any) -> None:
+        """Make a second account, onboarded as the first, with ``options`` (the keyword
+        arguments of ``create_account``), and use its key from now on."""
+        account = await self.store.create_account(name, "http://crm.test/cb", "whsec_x",
+                                                  **options)
         await onboard(self.store, account)
         self.account = account
         self.key = await add_key(self.store, account)

@@ -22,6 +22,8 @@ from api_support import (
 from callbridge.api.routes import openapi_text
 from callbridge.store.models import Call
 
+SPEC = Path("/work/shared/spec/click-to-call.openapi.yaml")
+
 # -- /health -------------------------------------------------------------------------------
 
 
@@ -69,7 +71,7 @@ def test_health_checks_that_raise_are_503(tmp_path: Path,
 # -- the served spec -------------------------------------------------------------------------
 
 
-def test_openapi_is_served_with_our_server_and_without_add_leg(tmp_path: Path) -> None:
+def test_openapi_is_served_with_our_server_and_every_route(tmp_path: Path) -> None:
     async def scenario(api: Api) -> None:
         response = await api.client.get("/openapi.yaml")
 
@@ -77,9 +79,9 @@ def test_openapi_is_served_with_our_server_and_without_add_leg(tmp_path: Path) -
         assert response.headers["content-type"].startswith("text/yaml")
         document = yaml.safe_load(response.text)
         assert document["servers"][0]["url"] == api.ctx.settings.http.public_url
-        assert "/calls/{call_id}/add-leg" not in document["paths"]
-        assert set(document["paths"]) == {"/calls", "/calls/{call_id}", "/health",
-                                          "/recordings/{filename}", "/openapi.yaml"}
+        assert set(document["paths"]) == {
+            "/calls", "/calls/{call_id}", "/calls/{call_id}/add-leg", "/calls/{call_id}/hangup",
+            "/calls/{call_id}/dtmf", "/health", "/recordings/{filename}", "/openapi.yaml"}
 
     run_api(tmp_path, scenario)
 
@@ -90,18 +92,42 @@ def test_the_spec_keeps_every_spec_field_and_documents_our_additions() -> None:
     leg = call["legs"]["items"]["properties"]
     assert set(schemas["InitiateCallRequest"]["properties"]) == {
         "from_number", "to_number", "crm_username", "agent_number", "uuid", "recording",
-        "max_ring_time"}
+        "max_ring_time", "agent_confirm", "time_limit"}
     assert set(call) == {"status", "call_id", "uuid", "call_status", "duration",
-                         "recording_url", "start_time", "end_time", "legs", "hangup_source"}
+                         "recording_url", "start_time", "end_time", "legs", "hangup_source",
+                         "agent_confirm", "time_limit"}
     assert set(leg) == {"role", "number", "status",
                         "leg_id", "sip_code", "reason", "answered_at", "ended_at"}
     assert set(schemas["ErrorResponse"]["properties"]) == {"status", "error_code", "message"}
 
 
+def extends(ours: Any, theirs: Any, where: str = "") -> list[str]:
+    """Where ``ours`` departs from ``theirs`` other than by additions: every key of theirs
+    kept, every value equal, a text kept as the start of ours."""
+    if isinstance(theirs, dict):
+        if not isinstance(ours, dict):
+            return [where]
+        return [problem for key, value in theirs.items()
+                for problem in (extends(ours[key], value, f"{where}/{key}") if key in ours
+                                else [f"{where}/{key} missing"])]
+    if isinstance(theirs, str) and isinstance(ours, str):
+        return [] if ours.startswith(theirs.rstrip("\n")) else [where]
+    return [] if ours == theirs else [where]
+
+
+def test_add_leg_is_the_spec_s_own_plus_additions() -> None:
+    theirs = yaml.safe_load(SPEC.read_text())["paths"]["/calls/{call_id}/add-leg"]
+    ours = yaml.safe_load(openapi_text())["paths"]["/calls/{call_id}/add-leg"]
+    assert extends(ours, theirs) == []
+    # The check itself finds a change.
+    changed = {**ours, "post": {**ours["post"], "operationId": "addLeg"}}
+    assert extends(changed, theirs) == ["/post/operationId"]
+
+
 # -- errors around the routes ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/nothing", "/calls/", "/calls/x/add-leg", "/recordings/"])
+@pytest.mark.parametrize("path", ["/nothing", "/calls/", "/calls/x/transfer", "/recordings/"])
 def test_unknown_routes_are_404_in_the_error_shape(tmp_path: Path, path: str) -> None:
     async def scenario(api: Api) -> None:
         response = await api.client.post(path, headers=api.auth, json=BODY)
@@ -112,7 +138,9 @@ def test_unknown_routes_are_404_in_the_error_shape(tmp_path: Path, path: str) ->
 
 
 @pytest.mark.parametrize(("method", "path"), [("GET", "/calls"), ("DELETE", "/calls/x"),
-                                              ("POST", "/health"), ("PUT", "/openapi.yaml")])
+                                              ("POST", "/health"), ("PUT", "/openapi.yaml"),
+                                              ("GET", "/calls/x/hangup"),
+                                              ("GET", "/calls/x/add-leg")])
 def test_a_wrong_method_is_405_with_allow(tmp_path: Path, method: str, path: str) -> None:
     async def scenario(api: Api) -> None:
         response = await api.client.request(method, path, headers=api.auth)

@@ -7,7 +7,9 @@ The app runs on a real SQLite store; the call control is a fake that records sta
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import sqlite3
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -109,6 +111,9 @@ def test_a_softphone_agent_leg_is_the_crm_username_and_options_are_kept(
         {"crm_username": None},  # null is "not given"
         {"crm_username": ""},  # and so is an empty agent field
         {"recording": None, "max_ring_time": None},
+        {"agent_confirm": "dtmf", "time_limit": 10},
+        {"agent_confirm": None, "time_limit": 14400},
+        {"time_limit": None},
     ],
 )
 def test_accepted_edge_values(tmp_path: Path, changes: dict[str, Any]) -> None:
@@ -116,6 +121,104 @@ def test_accepted_edge_values(tmp_path: Path, changes: dict[str, Any]) -> None:
         response = await api.post_call(with_(**changes))
         assert response.status_code == 200, response.json()
         assert len(api.calls.started) == 1
+
+    run_api(tmp_path, scenario)
+
+
+# -- agent confirmation and the time limit ---------------------------------------------------
+
+
+async def call_options(api: Api, body: dict[str, Any]) -> tuple[Any, ...]:
+    """(agent_confirm, time_limit) as stored and as GET /calls/{call_id} shows them."""
+    response = await api.post_call(body)
+    assert response.status_code == 200, response.json()
+    call = await api.store.get_call(response.json()["call_id"])
+    assert call is not None
+    shown = check_response(await api.client.get(f"/calls/{call.call_id}", headers=api.auth),
+                           "/calls/{call_id}")
+    assert (shown["agent_confirm"], shown["time_limit"]) == (call.agent_confirm,
+                                                             call.time_limit)
+    return call.agent_confirm, call.time_limit
+
+
+@pytest.mark.parametrize(
+    ("defaults", "changes", "expected"),
+    [
+        ({}, {}, (None, None)),  # no account default, nothing asked: neither
+        ({}, {"agent_confirm": "dtmf", "time_limit": 60}, ("dtmf", 60)),
+        ({"agent_confirm": "dtmf", "time_limit": 600}, {}, ("dtmf", 600)),  # the defaults
+        ({"agent_confirm": "dtmf", "time_limit": 600}, {"time_limit": 90}, ("dtmf", 90)),
+        # null turns an account default off for this one call
+        ({"agent_confirm": "dtmf", "time_limit": 600}, {"agent_confirm": None,
+                                                        "time_limit": None}, (None, None)),
+    ],
+)
+def test_agent_confirm_and_time_limit_from_the_request_else_the_account(
+        tmp_path: Path, defaults: dict[str, Any], changes: dict[str, Any],
+        expected: tuple[Any, ...]) -> None:
+    async def scenario(api: Api) -> None:
+        await api.switch_account("options", **defaults)
+        assert await call_options(api, with_(**changes)) == expected
+        [started] = api.calls.started
+        assert (started.agent_confirm, started.time_limit) == expected
+
+    run_api(tmp_path, scenario)
+
+
+def test_a_retry_that_omits_the_options_replays_after_the_account_default_changed(
+        tmp_path: Path) -> None:
+    async def scenario(api: Api) -> None:
+        await api.switch_account("options", agent_confirm="dtmf", time_limit=600)
+        first = await api.post_call()
+        # An operator changes the account's defaults (no command does it yet: plain SQL).
+        with sqlite3.connect(tmp_path / "callbridge.db") as conn:
+            conn.execute("UPDATE accounts SET agent_confirm = NULL, time_limit = 60"
+                         " WHERE id = ?", (api.account.id,))
+        conn.close()
+        again = await api.post_call()
+
+        assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+        assert again.json() == first.json()
+        call = await api.store.get_call(first.json()["call_id"])
+        assert call is not None and (call.agent_confirm, call.time_limit) == ("dtmf", 600)
+
+    run_api(tmp_path, scenario)
+
+
+@pytest.mark.parametrize(
+    ("first", "retry", "status"),
+    [
+        ({"time_limit": 60}, {"time_limit": 60}, 200),
+        ({"agent_confirm": "dtmf"}, {"agent_confirm": "dtmf"}, 200),
+        ({"time_limit": 60}, {}, 409),  # as given: an omitted option is another request
+        ({}, {"time_limit": 60}, 409),
+        ({}, {"agent_confirm": None}, 409),  # null is "off", not "absent"
+        ({"time_limit": 60}, {"time_limit": 61}, 409),
+    ],
+)
+def test_the_options_are_part_of_the_request_as_given(
+        tmp_path: Path, first: dict[str, Any], retry: dict[str, Any], status: int) -> None:
+    async def scenario(api: Api) -> None:
+        assert (await api.post_call(with_(**first))).status_code == 200
+        response = await api.post_call(with_(**retry))
+        assert response.status_code == status
+        check_response(response, "/calls")
+        assert len(api.calls.started) == 1
+
+    run_api(tmp_path, scenario)
+
+
+def test_a_request_without_the_options_hashes_as_before_they_existed(tmp_path: Path) -> None:
+    """A call stored by the previous release must still replay on a retry."""
+
+    async def scenario(api: Api) -> None:
+        call = await api.store.get_call((await api.post_call()).json()["call_id"])
+        assert call is not None
+        before = {"from_number": CALLER_ID, "to_number": "+919876543210",
+                  "agent_number": "+919876543211", "crm_username": None,
+                  "uuid": BODY["uuid"], "recording": True, "max_ring_time": 30}
+        text = json.dumps(before, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        assert call.request_hash == hashlib.sha256(text.encode()).hexdigest()
 
     run_api(tmp_path, scenario)
 
@@ -159,6 +262,18 @@ INVALID_BODIES: list[tuple[str, bytes | dict[str, Any]]] = [
     ("INVALID_RING_TIME", with_(max_ring_time=4)),
     ("INVALID_RING_TIME", with_(max_ring_time=121)),
     ("INVALID_RING_TIME", with_(max_ring_time=-30)),
+    ("INVALID_FIELD", with_(agent_confirm=1)),
+    ("INVALID_FIELD", with_(agent_confirm=True)),
+    ("INVALID_FIELD", with_(time_limit="60")),
+    ("INVALID_FIELD", with_(time_limit=60.0)),
+    ("INVALID_FIELD", with_(time_limit=True)),
+    ("INVALID_AGENT_CONFIRM", with_(agent_confirm="yes")),
+    ("INVALID_AGENT_CONFIRM", with_(agent_confirm="DTMF")),
+    ("INVALID_AGENT_CONFIRM", with_(agent_confirm="")),
+    ("INVALID_TIME_LIMIT", with_(time_limit=9)),
+    ("INVALID_TIME_LIMIT", with_(time_limit=14401)),
+    ("INVALID_TIME_LIMIT", with_(time_limit=0)),
+    ("UNKNOWN_FIELD", with_(timelimit=60)),
     ("CALLER_ID_NOT_ALLOWED", with_(from_number="9812345678")),
     ("CALLER_ID_NOT_ALLOWED", with_(from_number="junk")),
     ("UNKNOWN_AGENT", with_(agent_number=..., crm_username="agent.999")),
@@ -427,6 +542,7 @@ def test_a_new_call_reads_back_initiated_with_the_agent_leg_dialing(tmp_path: Pa
             "status": "success", "call_id": call_id, "uuid": BODY["uuid"],
             "call_status": "INITIATED", "duration": 0, "recording_url": None,
             "start_time": None, "end_time": None, "hangup_source": None,
+            "agent_confirm": None, "time_limit": None,
             "legs": [{"leg_id": 1, "role": "agent", "number": "9876543211",
                       "status": "DIALING", "sip_code": None, "reason": None,
                       "answered_at": None, "ended_at": None}],

@@ -43,6 +43,24 @@ class CallControl(Protocol):
         Failures later end the call FAILED; they are not raised here."""
         ...
 
+    async def add_leg(self, call: Call, number: str, max_ring_time: int) -> int:
+        """Dial ``number`` (E.164) into ``call``, ringing up to ``max_ring_time`` seconds,
+        with the call's caller ID; return the new leg_id, already stored as a DIALING
+        destination leg. Raises ``callbridge.errors.CallNotActive`` unless the call is
+        bridged."""
+        ...
+
+    async def hangup(self, call: Call) -> None:
+        """End ``call`` whatever its state (CANCEL while ringing, BYE when up), hangup_source
+        ``api``. Idempotent: a call already ended is left as it is."""
+        ...
+
+    async def send_dtmf(self, call: Call, digits: str, leg: int | None) -> None:
+        """Send ``digits`` on leg ``leg`` (None: the customer leg, 2), as RFC 4733 events or
+        SIP INFO. Raises ``CallNotActive`` unless the call is bridged, ``ValueError`` when
+        the call has no such leg or it has ended."""
+        ...
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)

@@ -6,6 +6,12 @@ answer. The error codes are listed in ``openapi.yaml`` (served at ``/openapi.yam
 stored), then the insert, where ``(account, uuid)`` decides idempotency: a first request is
 stored and dialed; a repeat with the same normalized body gets the first answer again with
 ``Idempotent-Replayed: true`` and dials nothing; a repeat with another body is 409.
+
+Live call control (``POST /calls/{call_id}/add-leg``, ``/hangup``, ``/dtmf``), in order: API
+key (401), origin policy (403), the call, which must be the account's (404), the body (413,
+400s), then the call control, which alone knows whether the call is bridged right now
+(``CallNotActive`` -> 400 ``CALL_NOT_ACTIVE``). A hangup is answered 200 whatever the call's
+state: ending an ended call is done already.
 """
 
 from __future__ import annotations
@@ -26,8 +32,17 @@ from callbridge.api.auth import authenticate
 from callbridge.api.errors import ApiError, error_response
 from callbridge.api.origin import check_origin, client_address
 from callbridge.api.recordings import serve_recording
-from callbridge.api.validation import CallRequest, parse_call_request, read_body, request_hash
-from callbridge.errors import TrunkUnavailable
+from callbridge.api.validation import (
+    CallRequest,
+    parse_add_leg_request,
+    parse_call_request,
+    parse_dtmf_request,
+    parse_hangup_request,
+    read_body,
+    request_hash,
+    resolve,
+)
+from callbridge.errors import CallNotActive, TrunkUnavailable
 from callbridge.logs import call_logger
 from callbridge.numbers import parse_indian_number
 from callbridge.store.models import Account, Call, Leg, LegRole, LegStatus
@@ -52,6 +67,9 @@ def build_routes(ctx: ApiContext) -> list[Route]:
     return [
         Route("/calls", api.post_call, methods=["POST"]),
         Route("/calls/{call_id}", api.get_call, methods=["GET"]),
+        Route("/calls/{call_id}/add-leg", api.add_leg, methods=["POST"]),
+        Route("/calls/{call_id}/hangup", api.hangup, methods=["POST"]),
+        Route("/calls/{call_id}/dtmf", api.dtmf, methods=["POST"]),
         Route("/health", api.health, methods=["GET"]),
         Route("/recordings/{filename}", api.recording, methods=["GET", "HEAD"]),
         Route("/openapi.yaml", api.openapi, methods=["GET"]),
@@ -64,8 +82,7 @@ class _Endpoints:
 
     async def post_call(self, request: Request) -> Response:
         account = await self._account(request)
-        body = await read_body(request.headers, request.stream(), self.ctx.max_body_bytes)
-        wanted = parse_call_request(body)
+        wanted = parse_call_request(await self._body(request))
         call, created = await self._place(account, wanted)
         answer = {"status": "success", "call_id": call.call_id, "message": "Call initiated"}
         if not created:
@@ -74,14 +91,39 @@ class _Endpoints:
         return JSONResponse(answer)
 
     async def get_call(self, request: Request) -> Response:
-        account = await self._account(request)
-        call_id = request.path_params["call_id"]
-        call = None
-        if _CALL_ID.fullmatch(call_id):
-            call = await self.ctx.store.get_call(call_id.lower())
-        if call is None or call.account_id != account.id:
-            raise ApiError(404, "CALL_NOT_FOUND", f"no call {call_id!r}")
+        call = await self._own_call(request)
         return JSONResponse(call_status_body(call))
+
+    # -- live call control -----------------------------------------------------------------
+
+    async def add_leg(self, request: Request) -> Response:
+        call = await self._own_call(request)
+        wanted = parse_add_leg_request(await self._body(request))
+        try:
+            leg_id = await self.ctx.calls.add_leg(call, wanted.number, wanted.max_ring_time)
+        except CallNotActive as exc:
+            raise _not_active(call, exc) from None
+        call_logger(log, call.call_id).info("leg %d added by the API, ringing %d s", leg_id,
+                                            wanted.max_ring_time)
+        return JSONResponse({"status": "success", "message": "Leg queued", "leg_id": leg_id})
+
+    async def hangup(self, request: Request) -> Response:
+        call = await self._own_call(request)
+        parse_hangup_request(await self._body(request))
+        call_logger(log, call.call_id).info("hangup requested by the API")
+        await self.ctx.calls.hangup(call)
+        return JSONResponse({"status": "success", "message": "Hangup requested"})
+
+    async def dtmf(self, request: Request) -> Response:
+        call = await self._own_call(request)
+        wanted = parse_dtmf_request(await self._body(request))
+        try:
+            await self.ctx.calls.send_dtmf(call, wanted.digits, wanted.leg)
+        except CallNotActive as exc:
+            raise _not_active(call, exc) from None
+        except ValueError as exc:
+            raise ApiError(400, "INVALID_LEG", str(exc) or f"no leg {wanted.leg}") from None
+        return JSONResponse({"status": "success", "message": "DTMF queued"})
 
     async def health(self, request: Request) -> Response:
         try:
@@ -103,6 +145,21 @@ class _Endpoints:
         return Response(text, media_type="text/yaml")
 
     # -- POST /calls, step by step ---------------------------------------------------------
+
+    async def _own_call(self, request: Request) -> Call:
+        """The call the path names, if it is the key's account's: any other is 404, so
+        nobody learns which ids exist."""
+        account = await self._account(request)
+        call_id = request.path_params["call_id"]
+        call = None
+        if _CALL_ID.fullmatch(call_id):
+            call = await self.ctx.store.get_call(call_id.lower())
+        if call is None or call.account_id != account.id:
+            raise ApiError(404, "CALL_NOT_FOUND", f"no call {call_id!r}")
+        return call
+
+    async def _body(self, request: Request) -> bytes:
+        return await read_body(request.headers, request.stream(), self.ctx.max_body_bytes)
 
     async def _account(self, request: Request) -> Account:
         account = await authenticate(self.ctx.store, request.headers.get("authorization"))
@@ -166,6 +223,8 @@ class _Endpoints:
             request_hash=request_hash(wanted, caller_id),
             created_at=self.ctx.clock(),
             legs=(Leg(call_id, 1, LegRole.AGENT, agent, LegStatus.DIALING),),
+            agent_confirm=resolve(wanted.agent_confirm, account.agent_confirm),
+            time_limit=resolve(wanted.time_limit, account.time_limit),
         )
 
 
@@ -173,8 +232,8 @@ class _Endpoints:
 
 
 def call_status_body(call: Call) -> dict[str, Any]:
-    """``CallStatusResponse``, with our additions (hangup_source, and per leg leg_id,
-    sip_code, reason, answered_at, ended_at)."""
+    """``CallStatusResponse``, with our additions (hangup_source, agent_confirm, time_limit,
+    and per leg leg_id, sip_code, reason, answered_at, ended_at)."""
     return {
         "status": "success",
         "call_id": call.call_id,
@@ -185,8 +244,15 @@ def call_status_body(call: Call) -> dict[str, Any]:
         "start_time": iso_utc(call.start_time),
         "end_time": iso_utc(call.end_time),
         "hangup_source": call.hangup_source.value if call.hangup_source else None,
+        "agent_confirm": call.agent_confirm,
+        "time_limit": call.time_limit,
         "legs": [leg_body(leg) for leg in sorted(call.legs, key=lambda leg: leg.leg_id)],
     }
+
+
+def _not_active(call: Call, exc: CallNotActive) -> ApiError:
+    detail = str(exc) or f"call {call.call_id} is not bridged"
+    return ApiError(400, "CALL_NOT_ACTIVE", detail)
 
 
 def openapi_text() -> str:
