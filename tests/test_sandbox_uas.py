@@ -22,6 +22,7 @@ from callbridge.sandbox.rules import (
 from callbridge.sandbox.uas import (
     AudioStarted,
     AudioStopped,
+    CallChanged,
     CallState,
     MediaWanted,
     Outcome,
@@ -73,7 +74,9 @@ class Wire:
         #: Open RTP ports at once when the sandbox asks (else the test answers by hand).
         self.media = media
         self.events: list[tuple[float, Event]] = []
+        #: The sandbox's media events, and apart the call states its CallChanged named.
         self.sandbox_events: list[tuple[float, object]] = []
+        self.changes: list[tuple[float, CallState]] = []
         self.to_sandbox: list[bytes] = []
         self.to_caller: list[tuple[float, bytes]] = []
         #: Datagrams for which this returns True are lost on the way.
@@ -107,6 +110,9 @@ class Wire:
                 self.events.append((self.now, event))
             while (sandbox_event := self.uas.next_event()) is not None:
                 moved = True
+                if isinstance(sandbox_event, CallChanged):
+                    self.changes.append((self.now, sandbox_event.state))
+                    continue
                 self.sandbox_events.append((self.now, sandbox_event))
                 if isinstance(sandbox_event, MediaWanted) and self.media:
                     self.uas.media_ready(sandbox_event.call_id, "127.0.0.1", 30000, self.now)
@@ -190,6 +196,7 @@ def test_refusing_numbers_answer_at_once(number: str, status: int) -> None:
     assert isinstance(failed, Failed) and failed.status == status
     assert (wire.call.sent, wire.call.outcome) == ([100, status], Outcome.REFUSED)
     assert wire.sandbox_events == []  # no RTP port was ever wanted
+    assert wire.changes == [(0.0, CallState.OFFERED), (0.0, CallState.ENDED)]
     assert len(wire.to_sandbox) == 2  # the INVITE and the ACK for the refusal, nothing more
 
 
@@ -221,6 +228,8 @@ def test_a_hanging_up_number_sends_its_own_bye_after_the_talk_time() -> None:
     wire.dial("9876543404")
     wire.run_until(10.0)
     assert wire.leg_events() == [(0.0, "Ringing"), (1.0, "Answered"), (4.0, "RemoteHangup")]
+    assert wire.changes == [(0.0, CallState.OFFERED), (1.0, CallState.ANSWERED),
+                            (4.0, CallState.HANGING_UP), (4.0, CallState.ENDED)]
     bye = parse_message(wire.sent_by_sandbox("BYE")[0])
     invite = parse_message(wire.to_sandbox[0])
     assert isinstance(bye, Request) and isinstance(invite, Request)

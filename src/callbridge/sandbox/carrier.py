@@ -33,7 +33,9 @@ from callbridge.media.tones import ToneGenerator
 from callbridge.sandbox.rules import DEFAULT_TIMINGS, SandboxTimings
 from callbridge.sandbox.uas import (
     AudioStarted,
-    AudioStopped,
+    CallChanged,
+    CallState,
+    Event,
     MediaWanted,
     SandboxCall,
     SandboxUas,
@@ -216,9 +218,11 @@ class SandboxCarrier:
         if deadline is not None and self._timer is None and self._loop is not None:
             self._timer = self._loop.call_at(deadline, self._on_timer)
 
-    def _act(self, events: Iterable[MediaWanted | AudioStarted | AudioStopped]) -> None:
+    def _act(self, events: Iterable[Event]) -> None:
         for event in events:
-            if isinstance(event, MediaWanted):
+            if isinstance(event, CallChanged):
+                _log_change(event)
+            elif isinstance(event, MediaWanted):
                 task = asyncio.get_running_loop().create_task(self._open_media(event.call_id))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -228,7 +232,6 @@ class SandboxCarrier:
                 media = self._media.pop(event.call_id, None)
                 if media is not None:
                     media.close()
-                    call_logger(log, event.call_id).info("sandbox media closed")
 
     # -- media ---------------------------------------------------------------------------
 
@@ -247,9 +250,7 @@ class SandboxCarrier:
         host, port = endpoint.advertised_address
         if self._uas.media_ready(call_id, host, port, self._now()):
             self._keep_heard(call_id, media)
-            call = self._uas.call(call_id)
-            if call is not None:
-                clog.info("sandbox: %s (%s), RTP on %d", call.number, call.rule.value, port)
+            clog.debug("sandbox: RTP on %s:%d", host, port)
         else:
             self._media.pop(call_id, None)
             media.close()
@@ -273,7 +274,21 @@ class SandboxCarrier:
             del self._heard[next(iter(self._heard))]
 
 
-def _drain(uas: SandboxUas) -> list[MediaWanted | AudioStarted | AudioStopped]:
+def _log_change(change: CallChanged) -> None:
+    """One INFO line per state change, e.g. ``sandbox 9876543401: ended (refused, 486)``."""
+    call, state = change.call, change.state
+    clog = call_logger(log, call.call_id)
+    if state is CallState.OFFERED:
+        clog.info("sandbox %s: INVITE, %s, plays %g Hz", call.number, call.rule.value,
+                  call.tone_hz)
+    elif state is CallState.ENDED and call.outcome is not None:
+        clog.info("sandbox %s: ended (%s, %s)", call.number, call.outcome.value,
+                  call.final_status)
+    else:
+        clog.info("sandbox %s: %s", call.number, state.value)
+
+
+def _drain(uas: SandboxUas) -> list[Event]:
     events = []
     while (event := uas.next_event()) is not None:
         events.append(event)

@@ -65,6 +65,7 @@ from callbridge.sip.uri import SipUri, format_host
 __all__ = [
     "AudioStarted",
     "AudioStopped",
+    "CallChanged",
     "CallState",
     "MediaWanted",
     "Outcome",
@@ -127,9 +128,6 @@ class AudioStopped:
     call_id: str
 
 
-Event = MediaWanted | AudioStarted | AudioStopped
-
-
 @dataclass
 class _Retransmit:
     """Our 2xx to an INVITE, re-sent T1, 2T1, ... (capped at T2) until its ACK, for 64*T1."""
@@ -179,6 +177,18 @@ class SandboxCall:
     @property
     def tone_hz(self) -> float:
         return self.voice.frequencies[0]
+
+
+@dataclass(frozen=True)
+class CallChanged:
+    """The call was taken, answered, or is hanging up or over: for the edge's log."""
+
+    call: SandboxCall
+    #: The state it changed to (``call.state`` may have moved on by the time this is read).
+    state: CallState
+
+
+Event = MediaWanted | AudioStarted | AudioStopped | CallChanged
 
 
 class SandboxUas:
@@ -336,6 +346,7 @@ class SandboxUas:
                            transaction=tx, local_tag=self._token())
         self._active[call.call_id] = call
         self.calls.append(call)
+        self._events.append(CallChanged(call, call.state))
         refusal = REFUSALS.get(call.rule)
         if refusal is not None:
             self._final(call, refusal, now)
@@ -423,6 +434,7 @@ class SandboxUas:
         call.sent.append(200)
         call.final_status, call.answered_at = 200, now
         call.state = CallState.ANSWERED
+        self._events.append(CallChanged(call, call.state))
         self._retransmit(call, call.transaction, response, now)
 
     def _retransmit(self, call: SandboxCall, tx: ServerTransaction, response: Response,
@@ -450,6 +462,7 @@ class SandboxUas:
         call.state, call.outcome = CallState.HANGING_UP, Outcome.CARRIER_HUNG_UP
         call._due = None
         self._release_media(call)
+        self._events.append(CallChanged(call, call.state))
 
     def _bye_over(self, tx: ClientTransaction | ServerTransaction, now: float) -> None:
         call = self._byes.pop(id(tx), None)
@@ -505,6 +518,7 @@ class SandboxUas:
         call._due = call._resend = None
         self._active.pop(call.call_id, None)
         self._release_media(call)
+        self._events.append(CallChanged(call, call.state))
 
     def _start_audio(self, call: SandboxCall) -> None:
         assert call.media is not None and call._has_media
