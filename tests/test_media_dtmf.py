@@ -331,3 +331,48 @@ def test_the_longest_single_segment_keypress() -> None:
 def test_sender_settings_are_checked(kwargs: dict[str, int]) -> None:
     with pytest.raises(ValueError):
         DtmfSender(**kwargs)
+
+
+# --- a string of digits -----------------------------------------------------------------------
+
+
+def test_a_sequence_spaces_events_by_duration_and_gap() -> None:
+    packets = DtmfSender().sequence("1#", 100, 60, timestamp=1000)
+    assert len(packets) == 14
+    assert [p.timestamp for p in packets] == [1000] * 7 + [1000 + 1280] * 7
+    assert [p.marker for p in packets] == ([True] + [False] * 6) * 2
+    assert [e.digit for e in decoded(packets)] == ["1"] * 7 + ["#"] * 7
+    # Due on the clock: each packet's timestamp + send_at, strictly increasing.
+    due = [p.timestamp + p.send_at for p in packets]
+    assert due == sorted(set(due))
+
+
+def test_a_short_gap_still_lets_the_end_packets_go_out_first() -> None:
+    # §2.5.1.4: the final packet goes out three times, one ptime apart; the next event
+    # starts after the third, whatever gap was asked for.
+    packets = DtmfSender().sequence("12", 100, 0, timestamp=0)
+    last_end_of_1 = packets[6].timestamp + packets[6].send_at
+    first_of_2 = packets[7].timestamp + packets[7].send_at
+    assert packets[7].timestamp == 800 + 320
+    assert first_of_2 - last_end_of_1 == 160
+
+
+def test_a_sequence_wraps_the_timestamp() -> None:
+    packets = DtmfSender().sequence("00", 100, 60, timestamp=0xFFFFFF00)
+    assert {p.timestamp for p in packets} == {0xFFFFFF00, (0xFFFFFF00 + 1280) & 0xFFFFFFFF}
+
+
+@pytest.mark.parametrize(
+    ("digits", "gap_ms", "message"),
+    [
+        ("", 60, "no DTMF digits to send"),
+        ("123x", 60, "not a DTMF digit: 'x'"),
+        ("12", -1, "the gap between DTMF digits must not be negative"),
+    ],
+)
+def test_a_sequence_is_checked_before_anything_is_built(
+    digits: str, gap_ms: int, message: str
+) -> None:
+    with pytest.raises(DtmfError) as info:
+        DtmfSender().sequence(digits, 100, gap_ms)
+    assert str(info.value) == message

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import random
 
+from callbridge.media.dtmf import DtmfSender
 from callbridge.media.g711 import ULAW_TO_ALAW
 from callbridge.media.rtp import RtpPacket
 from callbridge.media.stream import TxStream
@@ -144,3 +145,36 @@ def test_nothing_is_sent_before_the_leg_has_an_address() -> None:
     forward(tx, 1, 0, ssrc=1, now=0.0)
     assert transport.sent == []
     assert tx.sent == 0
+
+
+def test_own_telephone_events_hold_the_line_then_forwarding_re_anchors_after_them() -> None:
+    tx, transport = stream()
+    forward(tx, 500, 0, ssrc=1, now=0.0)
+    forward(tx, 501, 160, ssrc=1, now=0.02)
+    tx.hold()
+    start = tx.clock(0.03)
+    assert start == (transport.sent[-1].timestamp + 160) & 0xFFFFFFFF  # the next frame's
+    for packet in DtmfSender().packets("5", 100, start):
+        tx.send_event(packet, 101, now=0.03 + packet.send_at / 8000)
+        forward(tx, 502, 320, ssrc=1, now=0.03 + packet.send_at / 8000)  # held back
+        tx.send_generated(b"\xff" * 160, 0, 160, now=0.03 + packet.send_at / 8000)  # too
+    tx.release()
+    forward(tx, 510, 1600, ssrc=1, now=0.03 + 0.14 + 0.02)
+    sent = transport.sent
+    assert [p.payload_type for p in sent] == [0, 0] + [101] * 7 + [0]
+    assert lines(transport)[1:] == [(1, 160)] + [(1, 0)] * 6 + [(1, 800 + 320 + 160)]
+    assert [p.marker for p in sent] == [True, False, True] + [False] * 6 + [True]
+    assert {p.ssrc for p in sent} == {tx.ssrc}
+    assert tx.held == 14 and not tx.holding
+
+
+def test_an_event_on_a_fresh_stream_starts_at_its_random_timestamp() -> None:
+    tx, transport = stream()
+    start = tx.clock(5.0)
+    assert start == tx.ts
+    tx.hold()
+    (first, *_) = DtmfSender().packets("1", 20, start)
+    tx.send_event(first, 101, now=5.02)
+    tx.release()
+    tx.send_generated(b"\xff" * 160, 0, 160, now=5.04)
+    assert [p.timestamp - start for p in transport.sent] == [0, 160 + 160]
