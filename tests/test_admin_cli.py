@@ -102,8 +102,10 @@ def test_account_create_prints_the_secret_and_list_never_shows_it(cli: Cli) -> N
         "account", "create", "acme", "--callback-url", CALLBACK_URL,
         "--allow-cidr", "10.1.2.3/8", "--allow-cidr", "192.0.2.7, 2001:db8::/32",
         "--allow-origin", "HTTPS://CRM.Example.com:443/", "--allow-origin", "http://localhost:3000",
+        "--agent-confirm", "dtmf", "--time-limit", "3600",
     )  # fmt: skip
     assert created["name"] == "acme"
+    assert (created["agent_confirm"], created["time_limit"]) == ("dtmf", 3600)
     assert created["callback_url"] == CALLBACK_URL
     # Canonical networks, and origins in the form the API's origin check compares.
     assert created["allow_cidrs"] == ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]
@@ -115,6 +117,7 @@ def test_account_create_prints_the_secret_and_list_never_shows_it(cli: Cli) -> N
     assert "Store this callback signing secret now" in text
     beta_secret = next(line.split()[1] for line in text.splitlines() if line.startswith("secret"))
     assert beta_secret.startswith("whsec_") and beta_secret != secret
+    assert "agent_confirm  off" in text and "time_limit     none" in text
 
     async def stored(store: SqliteStore) -> Any:
         return await store.find_account("acme"), await store.find_account("beta")
@@ -123,12 +126,17 @@ def test_account_create_prints_the_secret_and_list_never_shows_it(cli: Cli) -> N
     assert (acme.id, acme.callback_secret) == (created["id"], secret)
     assert (beta.callback_url, beta.callback_secret) == ("http://10.0.0.5:8000/cb?t=1", beta_secret)
     assert acme.allow_cidrs == ("10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32")
+    assert (acme.agent_confirm, acme.time_limit) == ("dtmf", 3600)
+    assert (beta.agent_confirm, beta.time_limit) == (None, None)
 
     listed = cli.json("account", "list")
     assert [a["name"] for a in listed] == ["acme", "beta"]
+    assert [(a["agent_confirm"], a["time_limit"]) for a in listed] == [("dtmf", 3600),
+                                                                       (None, None)]
     assert all("callback_secret" not in a for a in listed)
     text = cli.ok("account", "list")
     assert "acme" in text and CALLBACK_URL in text and "whsec_" not in text
+    assert "CONFIRM" in text and "dtmf" in text and "3600s" in text
 
     assert cli.fails("account", "create", "acme", "--callback-url", CALLBACK_URL) == error(
         "an account named 'acme' exists already"
@@ -147,6 +155,11 @@ def test_account_create_prints_the_secret_and_list_never_shows_it(cli: Cli) -> N
          "has a path, query or fragment"),
         (["--callback-url", CALLBACK_URL, "--allow-origin", "crm.example.com"],
          "must start with http:// or https://"),
+        (["--callback-url", CALLBACK_URL, "--agent-confirm", "press1"], "expected dtmf"),
+        (["--callback-url", CALLBACK_URL, "--time-limit", "9"], "whole seconds, 10..14400"),
+        (["--callback-url", CALLBACK_URL, "--time-limit", "14401"], "10..14400"),
+        (["--callback-url", CALLBACK_URL, "--time-limit", "1h"], "expected whole seconds"),
+        (["--callback-url", CALLBACK_URL, "--time-limit", "\u0663\u0660"], "whole seconds"),
     ],
 )  # fmt: skip
 def test_account_create_refuses_bad_input_before_opening_the_database(
@@ -297,7 +310,8 @@ def seed_calls(cli: Cli, account_name: str) -> tuple[Call, str]:
     async def body(store: SqliteStore) -> tuple[Call, str]:
         account = await store.find_account(account_name)
         assert account is not None
-        ended = a_call("call-ended", "crm-1", t0, account.id)
+        ended = replace(a_call("call-ended", "crm-1", t0, account.id), agent_confirm="dtmf",
+                        time_limit=120)
         await store.create_call(ended)
         await store.create_call(a_call("call-ringing", "crm-2", t0 + timedelta(1), account.id))
         at = t0 + timedelta(seconds=10)
@@ -338,10 +352,13 @@ def test_calls_list_and_show_with_legs(cli: Cli) -> None:
     shown = cli.json("calls", "show", "call-ended")
     assert shown["start_time"] == "2024-05-01T10:00:10Z"
     assert shown["hangup_source"] == "destination"
+    assert (shown["agent_confirm"], shown["time_limit"]) == ("dtmf", 120)
     legs = [(leg["leg_id"], leg["role"], leg["status"], leg["sip_code"]) for leg in shown["legs"]]
     assert legs == [(1, "agent", "LEFT", 200), (2, "destination", "LEFT", 200)]
     text = cli.ok("calls", "show", "call-ended")
     assert "ANSWER" in text and "acme" in text and "BYE" in text and "42s" in text
+    assert "agent_confirm  dtmf" in text and "time_limit     120s" in text
+    assert "agent_confirm  off" in cli.ok("calls", "show", "call-ringing")
     assert cli.fails("calls", "show", "call-nope") == error("no call 'call-nope'")
     assert cli.fails("calls", "list", "--account", "nobody").startswith(
         "callbridge: error: no account has the name or id 'nobody'"

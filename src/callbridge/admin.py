@@ -1,6 +1,7 @@
 """The onboarding and inspection commands, run against the database the settings name::
 
     callbridge account create NAME --callback-url URL [--allow-cidr CIDR]... [--allow-origin O]...
+                                   [--agent-confirm dtmf] [--time-limit SECONDS]
     callbridge account list
     callbridge key create|list ACCOUNT          callbridge key revoke KEY_ID_OR_PREFIX
     callbridge callerid add|remove ACCOUNT NUMBER        callbridge callerid list ACCOUNT
@@ -57,10 +58,12 @@ __all__ = [
     "AdminError",
     "add_commands",
     "check_account_name",
+    "check_agent_confirm",
     "check_callback_url",
     "check_cidrs",
     "check_crm_username",
     "check_origins",
+    "check_time_limit",
 ]
 
 #: The exit statuses of :mod:`callbridge.cli`.
@@ -140,6 +143,12 @@ def add_commands(
     create.add_argument("--allow-origin", action="append", metavar="ORIGIN",
                         help="accept browser requests only from this origin,"
                              " scheme://host[:port] (repeatable)")  # fmt: skip
+    create.add_argument("--agent-confirm", metavar="MODE",
+                        help="default for calls that do not say: 'dtmf', the agent presses"
+                             " 1 before the customer is dialled (default: none)")  # fmt: skip
+    create.add_argument("--time-limit", metavar="SECONDS",
+                        help="default longest talk time of a call, 10..14400 seconds; the call"
+                             " is hung up when it is reached (default: no limit)")  # fmt: skip
     action(accounts, "list", _account_list, "list the accounts")
 
     keys = group("key", "API keys (shown once, stored hashed)")
@@ -233,6 +242,28 @@ def check_account_name(text: str) -> str:
             f"account name {text!r}: expected at most {_NAME_MAX} characters, no control characters"
         )
     return name
+
+
+def check_agent_confirm(text: str) -> str:
+    """An agent confirmation mode, as ``POST /calls`` takes it (only ``dtmf`` today)."""
+    from callbridge.api.validation import AGENT_CONFIRM_MODES
+
+    mode = text.strip()
+    if mode not in AGENT_CONFIRM_MODES:
+        choices = ", ".join(AGENT_CONFIRM_MODES)
+        raise AdminError(f"agent confirmation {text!r}: expected {choices}")
+    return mode
+
+
+def check_time_limit(text: str) -> int:
+    """A talk-time limit in whole seconds, in the range ``POST /calls`` accepts."""
+    from callbridge.api.validation import TIME_LIMIT_RANGE
+
+    low, high = TIME_LIMIT_RANGE
+    seconds = text.strip()
+    if not (seconds.isascii() and seconds.isdigit()) or not low <= int(seconds) <= high:
+        raise AdminError(f"time limit {text!r}: expected whole seconds, {low}..{high}")
+    return int(seconds)
 
 
 def check_callback_url(text: str) -> str:
@@ -337,12 +368,15 @@ async def _account_create(args: argparse.Namespace, db: _Database) -> Output:
     name = check_account_name(args.name)
     url = check_callback_url(args.callback_url)
     cidrs, origins = check_cidrs(args.allow_cidr or ()), check_origins(args.allow_origin or ())
+    confirm = None if args.agent_confirm is None else check_agent_confirm(args.agent_confirm)
+    limit = None if args.time_limit is None else check_time_limit(args.time_limit)
     store = await db.store()
     if any(account.name == name for account in await store.list_accounts()):
         raise AdminError(f"an account named {name!r} exists already")
     account = await store.create_account(
-        name, url, new_secret(), allow_cidrs=cidrs, allow_origins=origins
-    )
+        name, url, new_secret(), allow_cidrs=cidrs, allow_origins=origins,
+        agent_confirm=confirm, time_limit=limit,
+    )  # fmt: skip
     shown = [*_account_fields(account), ("secret", account.callback_secret)]
     text = (
         f"Account {name!r} created.\n{_fields(shown)}\n\n"
@@ -356,10 +390,10 @@ async def _account_list(args: argparse.Namespace, db: _Database) -> Output:
     accounts = await (await db.store()).list_accounts()
     rows = [
         (a.id, a.name, a.callback_url, _joined(a.allow_cidrs), _joined(a.allow_origins),
-         _time(a.created_at))
+         _confirm(a.agent_confirm), _limit(a.time_limit), _time(a.created_at))
         for a in accounts
     ]  # fmt: skip
-    headers = ("ID", "NAME", "CALLBACK URL", "CIDRS", "ORIGINS", "CREATED")
+    headers = ("ID", "NAME", "CALLBACK URL", "CIDRS", "ORIGINS", "CONFIRM", "LIMIT", "CREATED")
     return Output([_account_doc(a) for a in accounts], _table(headers, rows, "No accounts."))
 
 
@@ -374,7 +408,17 @@ def _account_fields(account: Account) -> list[tuple[str, str]]:
         ("callback_url", account.callback_url),
         ("allow_cidrs", _joined(account.allow_cidrs)),
         ("allow_origins", _joined(account.allow_origins)),
+        ("agent_confirm", _confirm(account.agent_confirm)),
+        ("time_limit", _limit(account.time_limit)),
     ]
+
+
+def _confirm(mode: str | None) -> str:
+    return mode or "off"
+
+
+def _limit(seconds: int | None) -> str:
+    return "none" if seconds is None else f"{seconds}s"
 
 
 # -- API keys ---------------------------------------------------------------------------------
@@ -550,6 +594,7 @@ async def _calls_show(args: argparse.Namespace, db: _Database) -> Output:
         ("created", _time(call.created_at)), ("answered", _time(call.start_time)),
         ("ended", _time(call.end_time)), ("talk", f"{call.duration}s"),
         ("hangup_source", call.hangup_source or "-"),
+        ("agent_confirm", _confirm(call.agent_confirm)), ("time_limit", _limit(call.time_limit)),
     ]  # fmt: skip
     legs = [
         (str(leg.leg_id), leg.role, display_number(leg.number), leg.status,
