@@ -25,6 +25,7 @@ from pathlib import Path
 from callbridge.b2bua.call import (
     AGENT,
     CUSTOMER,
+    AddLeg,
     BridgeLegs,
     Bye,
     CallAction,
@@ -35,23 +36,27 @@ from callbridge.b2bua.call import (
     Cancel,
     ConnectEarlyMedia,
     Dial,
+    DtmfReceived,
     HangupRequested,
+    JoinRoom,
+    LeaveRoom,
     LegAnswered,
     LegChanged,
     LegEarlyMedia,
     LegFailed,
     LegHungUp,
+    PlayPrompt,
     PlayRingback,
 )
 from callbridge.b2bua.service import OutboundLeg, SipService
 from callbridge.config import Settings
-from callbridge.errors import CallbridgeError, TrunkUnavailable
+from callbridge.errors import CallbridgeError, CallNotActive, TrunkUnavailable
 from callbridge.logs import CallLogger, call_logger
 from callbridge.media.endpoint import LegEndpoint, LegMedia
 from callbridge.media.player import Player
 from callbridge.media.ports import MediaPortsExhausted, PortAllocator
 from callbridge.media.relay import Room
-from callbridge.media.tones import TONE_PLANS, ToneGenerator
+from callbridge.media.tones import TONE_PLANS, ToneGenerator, prompt_plan
 from callbridge.numbers import format_for_trunk
 from callbridge.recordings.naming import recording_name, recording_path
 from callbridge.recordings.recorder import Recorder
@@ -125,7 +130,23 @@ class CallService:
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(lambda _: self.runners.pop(call.call_id, None))
 
-    def hangup(self, call_id: str, source: HangupSource = HangupSource.API) -> bool:
+    async def hangup(self, call: Call) -> None:
+        """End a call whatever its state (idempotent: an ended call is left alone)."""
+        self._hang_up(call.call_id, HangupSource.API)
+
+    async def add_leg(self, call: Call, number: str, max_ring_time: int) -> int:
+        return await self._runner(call).add_leg(number, max_ring_time)
+
+    async def send_dtmf(self, call: Call, digits: str, leg: int | None) -> None:
+        await self._runner(call).send_dtmf(digits, CUSTOMER if leg is None else leg)
+
+    def _runner(self, call: Call) -> CallRunner:
+        runner = self.runners.get(call.call_id)
+        if runner is None or runner.machine.phase is not CallPhase.BRIDGED:
+            raise CallNotActive(f"call {call.call_id} is not bridged")
+        return runner
+
+    def _hang_up(self, call_id: str, source: HangupSource) -> bool:
         runner = self.runners.get(call_id)
         if runner is None:
             return False
@@ -164,7 +185,7 @@ class CallService:
         """Refuse new calls, hang up every live one, wait for them to be stored."""
         self.draining = True
         for call_id in list(self.runners):
-            self.hangup(call_id, HangupSource.SYSTEM)
+            self._hang_up(call_id, HangupSource.SYSTEM)
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
 
@@ -181,17 +202,44 @@ class CallRunner:
         self.loop = asyncio.get_running_loop()
         self.log: CallLogger = call_logger(log, call.call_id)
         self.queue: asyncio.Queue[Event | CallEvent] = asyncio.Queue()
-        self.machine = CallMachine(call.max_ring_time, self.loop.time())
+        self.machine = CallMachine(call.max_ring_time, self.loop.time(),
+                                   agent_confirm=call.agent_confirm == "dtmf",
+                                   time_limit=call.time_limit)
         self.legs: dict[int, Leg] = {leg.leg_id: leg for leg in call.legs}
         self.sip_legs: dict[int, OutboundLeg] = {}
         self.endpoints: dict[int, LegEndpoint] = {}
         self.offers: dict[int, SessionDescription] = {}
         self.room: Room | None = None
+        #: What plays to the agent: the confirmation prompt, then ringback.
         self.ringback: Player | None = None
         self.recorder: Recorder | None = None
 
     def post(self, event: CallEvent) -> None:
         self.queue.put_nowait(event)
+
+    async def add_leg(self, number: str, ring_time: int) -> int:
+        """A new participant: stored DIALING, then dialled by the machine's rule."""
+        leg_id = max(self.legs) + 1
+        self.legs[leg_id] = Leg(self.call.call_id, leg_id, LegRole.DESTINATION, number,
+                                LegStatus.DIALING)
+        await self.service.store.save_leg(self.legs[leg_id])
+        self.post(AddLeg(leg_id, ring_time))
+        return leg_id
+
+    async def send_dtmf(self, digits: str, leg: int) -> None:
+        """RFC 4733 into the leg's RTP, or SIP INFO where it negotiated no telephone-event."""
+        state = self.legs.get(leg)
+        endpoint, sip_leg = self.endpoints.get(leg), self.sip_legs.get(leg)
+        if state is None or state.status is not LegStatus.JOINED or sip_leg is None:
+            raise ValueError(f"leg {leg} is not in the call")
+        try:
+            if endpoint is None:
+                raise ValueError("no media")
+            await endpoint.send_dtmf(digits)
+        except ValueError:
+            for digit in digits:  # application/dtmf-relay, one INFO per key
+                sip_leg.info("application/dtmf-relay",
+                             f"Signal={digit}\r\nDuration=100\r\n".encode())
 
     async def run(self) -> None:
         try:
@@ -285,7 +333,14 @@ class CallRunner:
                 if sip_leg is not None:
                     sip_leg.hangup()
             elif isinstance(action, PlayRingback):
-                self._play_ringback()
+                self._play_to_agent(ToneGenerator(TONE_PLANS["in"]["ringback"]))
+            elif isinstance(action, PlayPrompt):
+                self._play_to_agent(ToneGenerator(prompt_plan()))
+            elif isinstance(action, JoinRoom):
+                if self.room is not None and action.leg in self.endpoints:
+                    self.room.add(self.endpoints[action.leg])
+            elif isinstance(action, LeaveRoom):
+                await self._leave(action.leg)
             elif isinstance(action, ConnectEarlyMedia):
                 self._connect()
             elif isinstance(action, BridgeLegs):
@@ -298,8 +353,9 @@ class CallRunner:
 
     async def _dial(self, leg: int) -> None:
         call, settings = self.call, self.service.settings
-        number = call.agent_number if leg == AGENT else call.to_number
-        assert number is not None
+        number = {AGENT: call.agent_number, CUSTOMER: call.to_number}.get(leg)
+        if number is None:
+            number = self.legs[leg].number
         if leg not in self.legs:
             self.legs[leg] = Leg(call.call_id, leg, LegRole.DESTINATION, number, LegStatus.DIALING)
             await self.service.store.save_leg(self.legs[leg])
@@ -310,6 +366,8 @@ class CallRunner:
             self.log.warning("leg %d: %s", leg, exc)
             return
         self.endpoints[leg] = endpoint
+        if leg == AGENT:  # the agent's keypresses: confirmation now, more later
+            endpoint.set_digit_handler(lambda _key, digit: self.post(DtmfReceived(AGENT, digit)))
         host, port = endpoint.advertised_address
         offer = build_offer(MediaCapabilities(host, port),
                             Origin("callbridge", str(secrets.randbits(31)), 1, host))
@@ -317,7 +375,7 @@ class CallRunner:
         fmt = settings.trunk.number_format
         caller = format_for_trunk(call.from_number, fmt)
         headers: tuple[tuple[str, str], ...] = ()
-        if leg == CUSTOMER:
+        if leg != AGENT:
             domain = settings.trunk.host or settings.sip.host
             headers = (("P-Asserted-Identity", f"<sip:{caller}@{domain}>"),)
         try:
@@ -329,11 +387,19 @@ class CallRunner:
             self.post(LegFailed(leg, 503, "TRUNK_UNAVAILABLE"))
         self.log.info("leg %d dialling %s", leg, number)
 
-    def _play_ringback(self) -> None:
+    def _play_to_agent(self, tone: ToneGenerator) -> None:
+        self._stop_ringback()
         agent = self.endpoints.get(AGENT)
         if agent is not None:
-            plan = TONE_PLANS["in"]["ringback"]
-            self.ringback = Player(agent, ToneGenerator(plan)).start()
+            self.ringback = Player(agent, tone).start()
+
+    async def _leave(self, leg: int) -> None:
+        """A participant left a call that goes on: out of the room, port back to the pool."""
+        endpoint = self.endpoints.pop(leg, None)
+        if endpoint is not None:
+            if self.room is not None and endpoint in self.room.legs:
+                self.room.remove(endpoint)
+            await endpoint.aclose()
 
     def _stop_ringback(self) -> None:
         if self.ringback is not None:
@@ -396,6 +462,11 @@ class CallRunner:
         for endpoint in self.endpoints.values():
             with contextlib.suppress(Exception):
                 await endpoint.aclose()
+        now = self.service.clock()
+        for number, leg in self.legs.items():
+            if leg.status is LegStatus.DIALING:  # e.g. an add-leg that raced the end
+                self.legs[number] = replace(leg, status=LegStatus.FAILED, ended_at=now,
+                                            reason=leg.reason or "CANCELED")
         result = self.machine.result
         if result is None:  # an error inside callbridge ended the call early
             result = CallEnded(CallStatus.FAILED, HangupSource.SYSTEM, "INTERNAL_ERROR")
@@ -404,7 +475,6 @@ class CallRunner:
                     await self._leg_changed(LegChanged(
                         number, LegStatus.FAILED if leg.status is LegStatus.DIALING
                         else LegStatus.LEFT, None, "INTERNAL_ERROR"))
-        now = self.service.clock()
         final = replace(
             self.call, call_status=result.status, hangup_source=result.hangup_source,
             end_time=now, duration=self.machine.duration, recording_url=recording_url,
