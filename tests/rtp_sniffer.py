@@ -6,7 +6,8 @@ as CI runs) and decodes them::
 
     with LoopbackRtpSniffer(dst_port=sipp_media_port) as sniffer:
         ...  # the call
-    streams = sniffer.streams()   # {callbridge's source port: [payloads in arrival order]}
+    streams = sniffer.streams()   # {callbridge's source port: [audio payloads in order]}
+    events = sniffer.events()     # RFC 4733 telephone-event payloads (dynamic PTs), in order
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class LoopbackRtpSniffer:
 
     def __init__(self, dst_port: int) -> None:
         self.dst_port = dst_port
-        self._packets: list[tuple[int, bytes]] = []
+        self._packets: list[tuple[int, int, bytes]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
@@ -73,12 +74,18 @@ class LoopbackRtpSniffer:
             return
         csrcs = rtp[0] & 0x0F
         with self._lock:
-            self._packets.append((src_port, bytes(rtp[12 + 4 * csrcs:])))
+            self._packets.append((src_port, rtp[1] & 0x7F, bytes(rtp[12 + 4 * csrcs:])))
 
     def streams(self) -> dict[int, list[bytes]]:
-        """Payloads by the sender's port, in arrival order."""
+        """Audio payloads (static payload types, G.711) by the sender's port, in order."""
         out: dict[int, list[bytes]] = {}
         with self._lock:
-            for port, payload in self._packets:
-                out.setdefault(port, []).append(payload)
+            for port, pt, payload in self._packets:
+                if pt < 96:
+                    out.setdefault(port, []).append(payload)
         return out
+
+    def events(self) -> list[bytes]:
+        """Payloads of dynamic payload types (telephone-events), in arrival order."""
+        with self._lock:
+            return [payload for _, pt, payload in self._packets if pt >= 96]
