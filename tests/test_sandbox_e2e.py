@@ -8,12 +8,16 @@ from the signed status callback and ``GET /calls/{id}``. The sandbox's timings a
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 import soundfile
 
+from callbridge.config import load_settings
+from callbridge.errors import ConfigError
 from callbridge.sandbox import Outcome, SandboxCarrier, SandboxTimings
+from callbridge.server import Server
 from e2e_support import dominant_hz, legs_of, rig, run
 
 AGENT = "9876543400"  # answers, 440 Hz, talks until hung up
@@ -142,6 +146,30 @@ def test_early_media_then_answer(tmp_path: Path) -> None:
     # The agent heard the customer's early media and then its talk: 1 kHz beeps.
     heard = sandbox.heard(sandbox.calls[0])
     assert abs(dominant_hz(heard[-4000:].astype(float)) - 1000) < 15
+
+
+def test_the_embedded_sandbox_is_the_trunk_and_answers_its_pings(tmp_path: Path) -> None:
+    sandbox = carrier()
+
+    async def body() -> None:
+        async with rig(None, tmp_path, sandbox=sandbox) as r:
+            assert r.server.sip is not None
+            assert r.server.settings.trunk.mode == "sandbox"
+            assert r.server.sip.trunk_address == sandbox.address
+            assert await r.server.sip.ping() == 200  # OPTIONS, as the keepalive sends
+            health = await r.http.get("/health")
+            assert health.status_code == 200 and health.json()["checks"]["trunk"] is True
+
+    _run(body)
+
+
+def test_the_sandbox_refuses_a_tcp_server_by_name(tmp_path: Path) -> None:
+    settings = load_settings(None, {"CALLBRIDGE_SIP_TRANSPORT": "tcp",
+                                    "CALLBRIDGE_STORAGE_RECORDINGS_DIR": str(tmp_path)})
+    assert settings.trunk.mode == "sandbox"
+    with pytest.raises(ConfigError) as caught:
+        asyncio.run(Server(settings).start())
+    assert caught.value.key == "sip.transport"
 
 
 def _run(body):  # type: ignore[no-untyped-def]

@@ -25,7 +25,7 @@ from callbridge.api.app import ApiContext, create_app
 from callbridge.b2bua.calls import CallService
 from callbridge.b2bua.service import SipService
 from callbridge.config import Settings
-from callbridge.errors import StorageError, TransportError
+from callbridge.errors import ConfigError, StorageError, TransportError
 from callbridge.media.ports import PortAllocator
 from callbridge.recordings.repair import repair_recordings
 from callbridge.sandbox import SandboxCarrier
@@ -63,6 +63,9 @@ class Server:
 
     async def start(self) -> None:
         settings = self.settings
+        if settings.trunk.mode == "sandbox" and settings.sip.transport.lower() != "udp":
+            raise ConfigError("sip.transport", 'the sandbox carrier speaks UDP only: use "udp", '
+                              'or a real trunk (trunk.mode = "sip")')
         recordings = Path(settings.storage.recordings_dir)
         recordings.mkdir(parents=True, exist_ok=True)
         repaired = repair_recordings(recordings)
