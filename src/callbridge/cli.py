@@ -4,6 +4,7 @@
     callbridge config check [--config FILE]                validate, print effective settings
     callbridge account|key|callerid|agent|calls|callbacks  onboarding and inspection (admin.py)
     callbridge sandbox [--host H] [--port P]               the simulated carrier on its own
+    callbridge demo [--data-dir DIR] [--keep-running]      a real call end to end, on loopback
     callbridge --version
 
 Every command reads its settings the same way: defaults, then ``--config FILE``, then
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     admin.add_commands(commands, add_config_argument)
     _add_sandbox_command(commands)
+    _add_demo_command(commands)
     return parser
 
 
@@ -130,6 +132,30 @@ def _add_sandbox_command(commands: "argparse._SubParsersAction[argparse.Argument
                          help="answer to BYE on numbers ending 04 (5.0)")
     sandbox.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, default="info")
     sandbox.set_defaults(command=_sandbox)
+
+
+def _add_demo_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    demo = commands.add_parser(
+        "demo", help="start everything on loopback with the sandbox carrier and place one call")
+    demo.add_argument("--data-dir", type=Path, metavar="DIR",
+                      help="keep the database and recordings here (default: a temporary folder)")
+    demo.add_argument("--keep-running", action="store_true",
+                      help="leave the server up afterwards, for your own calls")
+    demo.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, default="warning")
+    demo.set_defaults(command=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level)
+    from callbridge.demo import run_demo
+
+    try:
+        return asyncio.run(run_demo(args.data_dir, args.keep_running))
+    except CallbridgeError as exc:
+        print(f"callbridge: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
 
 
 def _sandbox(args: argparse.Namespace) -> int:

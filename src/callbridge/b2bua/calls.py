@@ -52,6 +52,7 @@ from callbridge.b2bua.service import OutboundLeg, SipService
 from callbridge.config import Settings
 from callbridge.errors import CallbridgeError, CallNotActive, TrunkUnavailable
 from callbridge.logs import CallLogger, call_logger
+from callbridge.media.dtmf import DtmfError
 from callbridge.media.endpoint import LegEndpoint, LegMedia
 from callbridge.media.player import Player
 from callbridge.media.ports import MediaPortsExhausted, PortAllocator
@@ -236,6 +237,8 @@ class CallRunner:
             if endpoint is None:
                 raise ValueError("no media")
             await endpoint.send_dtmf(digits)
+        except DtmfError:
+            raise  # a bad digit: no INFO either
         except ValueError:
             for digit in digits:  # application/dtmf-relay, one INFO per key
                 sip_leg.info("application/dtmf-relay",
