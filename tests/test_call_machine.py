@@ -180,7 +180,7 @@ def test_no_confirmation_within_the_ring_time_is_no_answer() -> None:
     call.start()
     call.handle(LegAnswered(AGENT), 4.0)
     assert call.handle(ConfirmTimeout(), 24.0) == [
-        Bye(AGENT), LegChanged(AGENT, LegStatus.LEFT),
+        Bye(AGENT), LegChanged(AGENT, LegStatus.LEFT, None, "AGENT_NOT_CONFIRMED"),
         CallEnded(CallStatus.NO_ANSWER, HangupSource.SYSTEM, "AGENT_NOT_CONFIRMED"),
     ]
     assert CUSTOMER not in call.legs

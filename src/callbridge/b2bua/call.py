@@ -287,8 +287,10 @@ class CallMachine:
         return self._dial_customer(now)
 
     def _agent_not_confirmed(self, event: CallEvent, now: float) -> list[CallAction]:
-        return [*self._release(AGENT),
-                *self._end(now, CallStatus.NO_ANSWER, HangupSource.SYSTEM, "AGENT_NOT_CONFIRMED")]
+        reason = "AGENT_NOT_CONFIRMED"
+        self.legs[AGENT].status = LegStatus.LEFT
+        return [Bye(AGENT), LegChanged(AGENT, LegStatus.LEFT, None, reason),
+                *self._end(now, CallStatus.NO_ANSWER, HangupSource.SYSTEM, reason)]
 
     def _agent_left_unconfirmed(self, event: CallEvent, now: float) -> list[CallAction]:
         if isinstance(event, HangupRequested):
