@@ -144,7 +144,7 @@ class _Endpoints:
         text = openapi_text().replace(_SERVER_LINE, _server_line(self.ctx), 1)
         return Response(text, media_type="text/yaml")
 
-    # -- POST /calls, step by step ---------------------------------------------------------
+    # -- the steps: the account, the call, the body; then POST /calls's own ---------------
 
     async def _own_call(self, request: Request) -> Call:
         """The call the path names, if it is the key's account's: any other is 404, so
