@@ -228,11 +228,13 @@ class JitterBuffer:
             return None
         if self._state is _Playout.PREFETCH:
             self._next += self._frame  # keep the slot clock running through a pause
+            self._last_payload = None  # concealment repeats only the tick just before
             return None
         if not self._frames:
             self._state = _Playout.PREFETCH
             self._counts["underruns"] += 1
             self._next += self._frame
+            self._last_payload = None
             return None
         first = min(self._frames)
         if first < self._next + self._frame // 2:
