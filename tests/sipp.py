@@ -14,6 +14,7 @@
     trunk = by_number_trunk(calls=2)   # uas_by_number.xml: agent and customer legs at once
     ...
     trunk.calls_to("9876543400")       # the messages of the call to that number
+    trunk.received("INFO")             # e.g. the in-dialog INFOs callbridge sent the trunk
 
 Tests import it as `from sipp import Sipp` (pytest puts tests/ on sys.path: there is no
 tests/__init__.py). Scenario names are looked up in sipp_scenarios/; paths work too.
@@ -59,6 +60,9 @@ LOOPBACK_USER = "sipp-verifyauth"
 AUDIO_DIR = SCENARIO_DIR / "audio"
 #: uas_by_number.xml's tones by frequency; each is the `-key tone_<hz>` its rtp_stream names.
 TONES_HZ = (440, 600, 1000)
+#: The digit "1" as RFC 4733 events (telephone-event, payload type 101) that uas_by_number.xml
+#: plays on ...07 numbers: SIPp's own capture, shipped by Debian's sip-tester.
+DTMF_1_PCAP = Path("/usr/share/sip-tester/dtmf_2833_1.pcap")
 
 _BIND_FAILED = 254
 _STOP_GRACE = 2.0
@@ -488,6 +492,25 @@ def tone_keys() -> list[str]:
     return args
 
 
+def dtmf_keys() -> list[str]:
+    """`-key` arguments that hand uas_by_number.xml the capture its ...07 numbers play.
+
+    Like a tone, a play_pcap_audio attribute is read when SIPp loads the scenario, so the
+    capture must exist even when no ...07 number is dialled.
+    """
+    if not DTMF_1_PCAP.is_file():
+        raise FileNotFoundError(f"{DTMF_1_PCAP} is missing: install sip-tester (SIPp)")
+    return ["-key", "dtmf_1", str(DTMF_1_PCAP)]
+
+
+def can_play_pcap() -> bool:
+    """Whether SIPp may play a capture here: play_pcap_audio sends through a raw socket.
+
+    Without root, the first ...07 call would end SIPp with a fatal error.
+    """
+    return os.geteuid() == 0
+
+
 def by_number_trunk(
     *,
     calls: int = 1,
@@ -498,13 +521,13 @@ def by_number_trunk(
     """SIPp as the trunk that acts on the dialled number (uas_by_number.xml).
 
     It takes `calls` INVITEs, at once or one after another, and stops once they have all
-    ended; `variables` are its other parameters (ring_ms, hangup_ms, early_ms); `options`
-    are Sipp's keyword arguments.
+    ended; `variables` are its other parameters (ring_ms, hangup_ms, early_ms, dtmf_ms);
+    `options` are Sipp's keyword arguments.
     """
     return Sipp(
         "uas_by_number.xml",
         variables={"calls": calls, **(variables or {})},
-        extra_args=[*tone_keys(), *extra_args],
+        extra_args=[*tone_keys(), *dtmf_keys(), *extra_args],
         **options,
     )
 

@@ -13,8 +13,9 @@ import re
 import select
 import shutil
 import socket
+import struct
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -342,32 +343,64 @@ class Heard:
     packets: list[tuple[tuple[str, int], bytes]]
     #: Packets that came after the 183 and before the 200 (early media), else 0.
     early: int = 0
+    #: When each packet arrived (time.monotonic()), the ACK left, and the BYE was answered.
+    times: list[float] = field(default_factory=list)
+    acked: float = 0.0
+    ended: float = 0.0
 
 
-def _talk(trunk: tuple[str, int], number: str, seconds: float) -> Heard:
-    """Call `number`, take its RTP for `seconds` after the 200, hang up."""
+def _pcmu_back(index: int) -> bytes:
+    """A packet of silence-ish PCMU (payload type 0), as callbridge would talk back."""
+    return bytes([0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7]) + b"\x7f" * 160
+
+
+def _digit_5_back(index: int) -> bytes:
+    """RFC 4733 events toward the trunk, as callbridge sends a digit into a leg: "5" over
+    and over, payload type 101, 8 packets an event: the marker on the first, the
+    duration growing 20 ms a packet, the E bit on the last (RFC 4733 2.3, 2.5.1)."""
+    step = index % 8
+    marker, end = (0x80 if step == 0 else 0), (0x80 if step == 7 else 0)
+    header = struct.pack("!BBHII", 0x80, marker | 101, index & 0xFFFF, 1280 * (index // 8), 7)
+    return header + struct.pack("!BBH", 5, end | 10, 160 * (step + 1))
+
+
+def _talk(
+    trunk: tuple[str, int],
+    number: str,
+    seconds: float,
+    talk_back: Callable[[int], bytes] = _pcmu_back,
+) -> Heard:
+    """Call `number`, take its RTP for `seconds` after the 200, hang up.
+
+    Each packet heard is answered with `talk_back(index)`, as callbridge would talk: the
+    trunk must neither echo nor choke on it.
+    """
     with _SipClient(trunk) as client, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtp:
         rtp.bind(("127.0.0.1", 0))
         rtp.settimeout(1)
         client.send_invite(number, rtp.getsockname()[1])
         packets: list[tuple[tuple[str, int], bytes]] = []
+        times: list[float] = []
         early = 0
         if (progress := client.final_or_183()).startswith("SIP/2.0 183 "):
             # 10 packets (200 ms) well within early_ms (800): the 200 must still be to come.
-            packets += [(source, data) for data, source in (rtp.recvfrom(2048) for _ in range(10))]
+            for _ in range(10):
+                data, source = rtp.recvfrom(2048)
+                packets.append((source, data))
+                times.append(time.monotonic())
             early = len(packets) if client.nothing_pending() else 0
             answer = client.final()
         else:
             answer = progress
         client.ack()
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
+        acked = time.monotonic()
+        while (now := time.monotonic()) < acked + seconds:
             data, source = rtp.recvfrom(2048)
             packets.append((source, data))
-            # Talk back, as callbridge would: the trunk must neither echo nor choke on it.
-            rtp.sendto(bytes([0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7]) + b"\x7f" * 160, source)
+            times.append(now)
+            rtp.sendto(talk_back(len(times)), source)
         assert client.bye().startswith("SIP/2.0 200 OK\r\n")
-        return Heard(answer, packets, early)
+        return Heard(answer, packets, early, times, acked, time.monotonic())
 
 
 def _peak_hz(payload: bytes) -> float:
@@ -376,10 +409,23 @@ def _peak_hz(payload: bytes) -> float:
     return float(np.fft.rfftfreq(len(pcm), 1 / 8000)[int(spectrum.argmax())])
 
 
-async def _talk_to_all(numbers: Sequence[str], seconds: float) -> tuple[Sipp, list[Heard]]:
-    async with by_number_trunk(calls=len(numbers), recv_timeout=5, timeout=15) as trunk:
+async def _talk_to_all(
+    numbers: Sequence[str],
+    seconds: float | Sequence[float],
+    *,
+    variables: Mapping[str, object] | None = None,
+    talk_back: Callable[[int], bytes] = _pcmu_back,
+) -> tuple[Sipp, list[Heard]]:
+    """Call every number at once, each for its `seconds` (or all for the same)."""
+    durations = [seconds] * len(numbers) if isinstance(seconds, float | int) else seconds
+    async with by_number_trunk(
+        calls=len(numbers), variables=variables, recv_timeout=5, timeout=15
+    ) as trunk:
         heard = await asyncio.gather(
-            *(asyncio.to_thread(_talk, trunk.address, n, seconds) for n in numbers)
+            *(
+                asyncio.to_thread(_talk, trunk.address, number, duration, talk_back)
+                for number, duration in zip(numbers, durations, strict=True)
+            )
         )
         await trunk.wait()
     return trunk, list(heard)
