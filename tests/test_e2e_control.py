@@ -106,22 +106,35 @@ def levels_of_pcm(pcm: np.ndarray) -> dict[int, float]:
     return {hz: float(spectrum[b - 2: b + 3].max()) for hz, b in bins.items()}
 
 
-def test_added_leg_busy_leaves_the_call_untouched(tmp_path: Path) -> None:
+@needs_root
+@pytest.mark.parametrize(("third", "code"), [(THIRD_BUSY, 486), ("9876543602", 487)],
+                         ids=["busy", "unanswered"])
+def test_added_leg_that_fails_leaves_the_call_untouched(tmp_path: Path, third: str,
+                                                        code: int) -> None:
+    media_port = free_udp_port()
+
     async def body() -> None:
-        trunk = by_number_trunk(calls=3, recv_timeout=10)
+        trunk = by_number_trunk(calls=3, recv_timeout=15, extra_args=("-mp", str(media_port)))
         async with trunk, rig(trunk, tmp_path) as r:
             call_id = await r.place(agent_number=AGENT_440, to_number=CUSTOMER_1K)
             await wait_for_view(r, call_id, bridged)
-            leg = await add_leg(r, call_id, THIRD_BUSY)
-            view = await wait_for_view(r, call_id, leg_status(leg, "FAILED"))
-            assert legs_of(view)[2] == ("destination", "FAILED", 486)
-            assert bridged(view)  # the two original parties are still talking
+            leg = await add_leg(r, call_id, third, ring=5)
+            view = await wait_for_view(r, call_id, leg_status(leg, "FAILED"), timeout=10)
+            assert legs_of(view)[2] == ("destination", "FAILED", code)
+            assert bridged(view)
+            await asyncio.sleep(2.0)  # the two original parties keep talking: listen to them
             await r.http.post(f"/calls/{call_id}/hangup", headers=r.auth)
             payload = await r.callback()
             assert payload["status"] == "ANSWER" and payload["hangup_source"] == "api"
             assert await trunk.wait() == 0, trunk.report()
 
-    run(body)
+    with LoopbackRtpSniffer(dst_port=media_port) as sniffer:
+        run(body)
+    streams = [s for s in sniffer.streams().values() if len(s) > 60]
+    heard = sorted((levels(s[-50:-5]) for s in streams), key=lambda h: h[440])
+    assert len(heard) == 2  # the third party never got any audio from us
+    to_agent, to_customer = heard  # the agent hears 1 kHz, the customer 440 Hz
+    assert to_agent[1000] > 5 * to_agent[440] and to_customer[440] > 5 * to_customer[1000]
 
 
 def test_warm_transfer_agent_leaves_then_the_call_ends_with_one_callback(tmp_path: Path) -> None:
@@ -233,3 +246,42 @@ def test_dtmf_reaches_the_customer_as_rfc4733_events(tmp_path: Path) -> None:
             ends.setdefault(event, []).append(duration)
     assert sorted(ends) == [1, 2, 11]  # "1", "2", "#" (RFC 4733 §3.2: # is 11)
     assert all(durations[0] == 800 and len(durations) == 3 for durations in ends.values())
+
+
+AGENT_CONFIRMS = "9876543407"  # answers, presses 1 (RFC 4733) after dtmf_ms, plays 440 Hz
+AGENT_NEVER_CONFIRMS = "9876543408"  # answers, plays 440 Hz, presses nothing
+
+
+@needs_root  # SIPp plays the keypress from a pcap, through a raw socket
+def test_agent_confirmation_dials_the_customer_after_a_1(tmp_path: Path) -> None:
+    async def body() -> None:
+        trunk = by_number_trunk(calls=2, variables={"dtmf_ms": 600, "hangup_ms": 1500},
+                                recv_timeout=15)
+        async with trunk, rig(trunk, tmp_path) as r:
+            call_id = await r.place(agent_number=AGENT_CONFIRMS, to_number="9876543104",
+                                    agent_confirm="dtmf")
+            payload = await r.callback(timeout=20)
+            assert payload["status"] == "ANSWER", payload
+            assert legs_of(await r.view(call_id)) == [("agent", "LEFT", None),
+                                                       ("destination", "LEFT", None)]
+            assert await trunk.wait() == 0, trunk.report()
+        assert len(trunk.received("INVITE")) == 2
+
+    run(body)
+
+
+def test_no_confirmation_dials_nobody_and_ends_no_answer(tmp_path: Path) -> None:
+    async def body() -> None:
+        trunk = by_number_trunk(calls=1, recv_timeout=15)
+        async with trunk, rig(trunk, tmp_path) as r:
+            call_id = await r.place(agent_number=AGENT_NEVER_CONFIRMS, to_number=CUSTOMER_1K,
+                                    agent_confirm="dtmf", max_ring_time=5)
+            payload = await r.callback(timeout=15)
+            assert payload["status"] == "NO_ANSWER"
+            view = await r.view(call_id)
+            assert legs_of(view) == [("agent", "LEFT", None)]
+            assert view["legs"][0]["reason"] == "AGENT_NOT_CONFIRMED"
+            assert await trunk.wait() == 0, trunk.report()
+        assert len(trunk.received("INVITE")) == 1  # the customer was never dialled
+
+    run(body)
