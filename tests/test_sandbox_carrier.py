@@ -4,11 +4,13 @@ port range, and loopback only."""
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from collections.abc import Awaitable, Callable
 
 import pytest
 
+from callbridge.media.dtmf import TelephoneEvent
 from callbridge.media.g711 import ulaw_decode
 from callbridge.sandbox import Outcome, SandboxCarrier, SandboxTimings
 from callbridge.sip.message import Response, parse_message
@@ -28,6 +30,14 @@ def invite(number: str, sip_port: int, rtp_port: int, dest: tuple[str, int],
             f"Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\n"
             f"Contact: <sip:crm@127.0.0.1:{sip_port}>\r\nContent-Type: application/sdp\r\n"
             f"Content-Length: {len(sdp)}\r\n\r\n{sdp}").encode()
+
+
+def ack_of(ok: Response, sip_port: int) -> bytes:
+    """The ACK for a 2xx (RFC 3261 §13.2.2.4): a new branch, the 200's To tag, CSeq 1 ACK."""
+    return (f"ACK {ok.headers.get('Contact', '')[1:-1]} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{sip_port};branch=z9hG4bKack1\r\n"
+            f"From: {ok.headers.get('From')}\r\nTo: {ok.headers.get('To')}\r\n"
+            f"Call-ID: {ok.call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n").encode()
 
 
 def cancel_of(data: bytes) -> bytes:
@@ -145,3 +155,34 @@ def test_address_needs_a_started_carrier() -> None:
     with pytest.raises(RuntimeError, match="not started"):
         _ = carrier.address
     assert carrier.calls == []
+
+
+def test_a_confirming_number_presses_1_as_rfc_4733_events_on_its_tone_stream() -> None:
+    carrier = SandboxCarrier(SandboxTimings(ring=0.05, confirm_after=0.2),
+                             rtp_port_min=43300, rtp_port_max=43399)
+
+    async def scenario(carrier: SandboxCarrier, client: Client) -> None:
+        sip, rtp = client
+        sip_port = sip.getsockname()[1]
+        sip.sendto(invite("9876543407", sip_port, rtp.getsockname()[1], carrier.address),
+                   carrier.address)
+        assert [await status_of(sip), await status_of(sip)] == [100, 180]
+        ok = parse_message(await receive(sip))
+        assert isinstance(ok, Response) and ok.status == 200
+        sip.sendto(ack_of(ok, sip_port), carrier.address)
+        packets = [await receive(rtp) for _ in range(60)]  # 1.2 s: tone, key, tone
+        kinds = "".join("e" if p[1] & 0x7F == 101 else "a" for p in packets)
+        assert re.fullmatch("a+e+a+", kinds), kinds  # the tone pauses for one key's events
+        events = [p for p in packets if p[1] & 0x7F == 101]
+        blocks = [TelephoneEvent.parse(p[12:]) for p in events]
+        assert {b.event for b in blocks} == {1}  # the key 1
+        assert events[0][1] & 0x80 and not any(p[1] & 0x80 for p in events[1:])  # marker
+        assert blocks[-1].end and not blocks[0].end
+        assert {p[8:12] for p in packets} == {packets[0][8:12]}  # one SSRC: the same stream
+        seqs = [int.from_bytes(p[2:4], "big") for p in packets]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # the numbering goes on
+        call = carrier.calls[0]
+        assert call.pressed == "1" and call.answered_at is not None
+        assert call.pressed_at == pytest.approx(call.answered_at + 0.2, abs=0.1)
+
+    run(scenario, carrier)

@@ -25,12 +25,15 @@ AGENT_BUSY = "9876543401"
 AGENT_RINGS = "9876543402"
 AGENT_503 = "9876543403"
 AGENT_HANGS_UP = "9876543404"
+AGENT_CONFIRMS = "9876543407"  # presses 1 after confirm_after
+AGENT_NEVER_CONFIRMS = "9876543408"
 CUSTOMER = "9876543100"  # answers, 1 kHz beeps
 CUSTOMER_HANGS_UP = "9876543104"
 
 
-def carrier(hangup_after: float = 1.0) -> SandboxCarrier:
-    timings = SandboxTimings(ring=0.2, early_media=0.3, hangup_after=hangup_after)
+def carrier(hangup_after: float = 1.0, confirm_after: float = 1.0) -> SandboxCarrier:
+    timings = SandboxTimings(ring=0.2, early_media=0.3, hangup_after=hangup_after,
+                             confirm_after=confirm_after)
     return SandboxCarrier(timings, rtp_port_min=43000, rtp_port_max=43099)
 
 
@@ -146,6 +149,50 @@ def test_early_media_then_answer(tmp_path: Path) -> None:
     # The agent heard the customer's early media and then its talk: 1 kHz beeps.
     heard = sandbox.heard(sandbox.calls[0])
     assert abs(dominant_hz(heard[-4000:].astype(float)) - 1000) < 15
+
+
+def test_an_agent_pressing_1_confirms_and_the_customer_is_dialled(tmp_path: Path) -> None:
+    sandbox = carrier(hangup_after=1.0, confirm_after=0.5)
+
+    async def body() -> None:
+        async with rig(None, tmp_path, sandbox=sandbox) as r:
+            call_id = await r.place(agent_number=AGENT_CONFIRMS, to_number=CUSTOMER_HANGS_UP,
+                                    agent_confirm="dtmf")
+            payload = await r.callback(timeout=15)
+            assert (payload["status"], payload["hangup_source"]) == ("ANSWER", "destination")
+            assert legs_of(await r.view(call_id)) == [("agent", "LEFT", None),
+                                                       ("destination", "LEFT", None)]
+
+    _run(body)
+    agent, customer = sandbox.calls
+    assert agent.number.endswith(AGENT_CONFIRMS) and customer.number.endswith(CUSTOMER_HANGS_UP)
+    assert (agent.pressed, agent.outcome) == ("1", Outcome.CALLER_HUNG_UP)
+    # callbridge waited for the key: the customer's INVITE came only after it.
+    assert agent.pressed_at is not None and customer.started_at > agent.pressed_at
+    assert (customer.sent, customer.outcome) == ([100, 180, 200], Outcome.CARRIER_HUNG_UP)
+
+
+def test_an_agent_never_pressing_is_no_answer_and_the_customer_never_rings(
+        tmp_path: Path) -> None:
+    sandbox = carrier()
+
+    async def body() -> None:
+        async with rig(None, tmp_path, sandbox=sandbox) as r:
+            call_id = await r.place(agent_number=AGENT_NEVER_CONFIRMS, to_number=CUSTOMER,
+                                    agent_confirm="dtmf", max_ring_time=5)
+            payload = await r.callback(timeout=15)
+            assert payload["status"] == "NO_ANSWER" and payload["duration"] == 0
+            view = await r.view(call_id)
+            assert payload["hangup_source"] == "system"
+            assert legs_of(view) == [("agent", "LEFT", None)]
+            assert view["legs"][0]["reason"] == "AGENT_NOT_CONFIRMED"
+
+    _run(body)
+    (agent,) = sandbox.calls  # the customer was never dialled
+    assert agent.number.endswith(AGENT_NEVER_CONFIRMS) and agent.pressed == ""
+    assert agent.answered_at is not None and agent.ended_at is not None
+    assert agent.outcome is Outcome.CALLER_HUNG_UP  # callbridge's BYE, after max_ring_time
+    assert agent.ended_at - agent.answered_at == pytest.approx(5.0, abs=0.5)
 
 
 def test_the_embedded_sandbox_is_the_trunk_and_answers_its_pings(tmp_path: Path) -> None:

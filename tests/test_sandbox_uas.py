@@ -12,6 +12,8 @@ import pytest
 from callbridge.sandbox.rules import (
     AGENT_VOICE,
     BEEPS_1000,
+    PRESSES,
+    REFUSALS,
     TONE_600,
     Rule,
     SandboxTimings,
@@ -24,6 +26,7 @@ from callbridge.sandbox.uas import (
     AudioStopped,
     CallChanged,
     CallState,
+    DigitsWanted,
     MediaWanted,
     Outcome,
     SandboxCall,
@@ -48,7 +51,7 @@ from callbridge.sip.useragent import (
 
 UAC = ("127.0.0.1", 5060)
 UAS = ("127.0.0.1", 5070)
-TIMINGS = SandboxTimings(ring=1.0, early_media=2.0, hangup_after=3.0)
+TIMINGS = SandboxTimings(ring=1.0, early_media=2.0, hangup_after=3.0, confirm_after=1.5)
 
 
 def offer(port: int = 20000, codecs: tuple[Codec, ...] | None = None) -> bytes:
@@ -162,11 +165,18 @@ def test_digits_come_from_the_request_uri_in_any_format(uri: str, digits: str) -
 @pytest.mark.parametrize(("digits", "rule"), [
     ("9876543401", Rule.BUSY), ("9876543402", Rule.RINGS_OUT), ("9876543403", Rule.FAILURE),
     ("9876543404", Rule.HANGS_UP), ("9876543405", Rule.EARLY_MEDIA),
-    ("9876543406", Rule.UNAVAILABLE), ("9876543407", Rule.ANSWERS), ("9876543410", Rule.ANSWERS),
-    ("1", Rule.ANSWERS), ("", Rule.ANSWERS),
+    ("9876543406", Rule.UNAVAILABLE), ("9876543407", Rule.CONFIRMS),
+    ("919876543408", Rule.NEVER_CONFIRMS), ("9876543409", Rule.ANSWERS),
+    ("9876543410", Rule.ANSWERS), ("9876543470", Rule.ANSWERS), ("1", Rule.ANSWERS),
+    ("", Rule.ANSWERS),
 ])
 def test_the_last_two_digits_pick_the_rule(digits: str, rule: Rule) -> None:
     assert rule_for(digits) is rule
+
+
+def test_only_the_confirming_rule_presses_and_no_pressing_rule_refuses() -> None:
+    assert PRESSES == {Rule.CONFIRMS: "1"}
+    assert Rule.NEVER_CONFIRMS not in PRESSES and not PRESSES.keys() & REFUSALS.keys()
 
 
 def test_the_digit_before_them_picks_the_voice_else_the_party_does() -> None:
@@ -180,6 +190,9 @@ def test_the_digit_before_them_picks_the_voice_else_the_party_does() -> None:
 def test_timings_must_not_be_negative() -> None:
     with pytest.raises(ValueError, match="negative"):
         SandboxTimings(ring=-1)
+    with pytest.raises(ValueError, match="negative"):
+        SandboxTimings(confirm_after=-0.1)
+    assert SandboxTimings().confirm_after == 1.0
 
 
 # -- each rule, as the caller sees it --------------------------------------------------------
@@ -416,3 +429,62 @@ def test_the_customer_leg_gets_the_customer_voice() -> None:
     wire.dial("9876543299", headers=(("P-Asserted-Identity", "<sip:919800000000@x>"),))
     agent, customer = wire.uas.calls
     assert (agent.tone_hz, customer.tone_hz) == (440.0, 1000.0)
+
+
+# -- agent confirmation: 07 presses 1, 08 never does ------------------------------------------
+
+
+def digits_wanted(wire: Wire) -> list[tuple[float, DigitsWanted]]:
+    return [(t, e) for t, e in wire.sandbox_events if isinstance(e, DigitsWanted)]
+
+
+def test_a_confirming_number_answers_then_presses_1_once_and_talks_until_bye() -> None:
+    wire = Wire()
+    wire.dial("9876543407")
+    wire.run_until(60.0)  # past every SIP timer too: a second press would show
+    assert wire.leg_events() == [(0.0, "Ringing"), (1.0, "Answered")]
+    answered = wire.events[-1][1]
+    assert isinstance(answered, Answered)
+    # The answer keeps callbridge's telephone-event/8000 on 101, so the key can go as RTP.
+    (media,) = SessionDescription.parse(answered.sdp).media
+    assert "101" in media.formats
+    assert "a=rtpmap:101 telephone-event/8000" in answered.sdp.decode()
+    call = wire.call
+    assert call.media is not None and call.media.telephone_event_pt == 101
+    # Pressed once, confirm_after (1.5 s) after the ACK (which came with the 200, at 1.0).
+    assert digits_wanted(wire) == [(2.5, DigitsWanted(call.call_id, "1"))]
+    assert (call.pressed, call.pressed_at, call.state) == ("1", 2.5, CallState.TALKING)
+    wire.ua.hangup("9876543407", wire.now)
+    wire.pump()
+    assert (call.state, call.outcome) == (CallState.ENDED, Outcome.CALLER_HUNG_UP)
+    assert wire.sandbox_events[-1] == (60.0, AudioStopped(call.call_id))
+
+
+def test_a_bye_before_the_keypress_means_no_keypress() -> None:
+    wire = Wire()
+    wire.dial("9876543407")
+    wire.run_until(2.0)
+    wire.ua.hangup("9876543407", wire.now)
+    wire.pump()
+    wire.run_until(10.0)
+    assert digits_wanted(wire) == [] and wire.call.pressed == ""
+    assert wire.call.outcome is Outcome.CALLER_HUNG_UP
+
+
+def test_a_confirming_number_presses_nothing_without_telephone_event() -> None:
+    wire = Wire()
+    wire.dial("9876543407", sdp=offer(codecs=(Codec("PCMU", 0, 8000),)))
+    wire.run_until(10.0)
+    assert wire.leg_events() == [(0.0, "Ringing"), (1.0, "Answered")]
+    assert digits_wanted(wire) == [] and wire.call.pressed == ""
+    assert wire.call.state is CallState.TALKING
+
+
+def test_a_never_confirming_number_answers_and_talks_without_a_key() -> None:
+    wire = Wire()
+    wire.dial("9876543408")
+    wire.run_until(60.0)
+    assert wire.leg_events() == [(0.0, "Ringing"), (1.0, "Answered")]
+    assert [type(e).__name__ for _, e in wire.sandbox_events] == ["MediaWanted", "AudioStarted"]
+    assert (wire.call.rule, wire.call.pressed) == (Rule.NEVER_CONFIRMS, "")
+    assert (wire.call.state, wire.call.tone_hz) == (CallState.TALKING, 440.0)

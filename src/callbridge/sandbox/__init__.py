@@ -17,14 +17,24 @@ What a number does, by its last two digits (any format: ``+91...``, ``0...``, pl
 | ``04`` | answers as below, talks, hangs up itself (BYE) after 5 s | ``ANSWER`` [2] |
 | ``05`` | early media: 100, 183 + SDP and audio; 200 after 1 s | ``ANSWER`` |
 | ``06`` | temporarily unavailable: 100, 480 | ``NO_ANSWER`` |
+| ``07`` | answers as below; 1 s after the ACK presses 1 (RFC 4733), talks on | ``ANSWER`` [3] |
+| ``08`` | answers as below and talks, never pressing a key | ``ANSWER`` [4] |
 | other | 100, 180; 200 after a 0.5 s ring; talks until hung up | ``ANSWER`` |
 
 [1] once ``max_ring_time`` is up. [2] an agent ``04`` whose customer is still ringing when
 it hangs up gives ``CANCELED``; a customer ``04`` gives ``hangup_source`` ``destination``.
+[3] an agent ``07`` confirms a call placed with ``agent_confirm: "dtmf"``: the customer is
+dialled once it presses 1. The key goes out as telephone-events on the party's RTP stream
+(the tone pauses meanwhile), with the payload type the SDP answer agreed (callbridge offers
+101); an offer without telephone-event gets no key. [4] an agent ``08`` with
+``agent_confirm: "dtmf"`` gives ``NO_ANSWER`` once ``max_ring_time`` is up (agent leg reason
+``AGENT_NOT_CONFIRMED``), and the customer is never dialled.
 
 Both legs follow the table, so every outcome can be produced from the CRM's side: the agent
 ``9876543401`` gives ``BUSY``; agent ``9876543400`` with customer ``9876543102`` gives
-``NO_ANSWER``; agent ``9876543404`` with customer ``9876543102`` gives ``CANCELED``.
+``NO_ANSWER``; agent ``9876543404`` with customer ``9876543102`` gives ``CANCELED``; with
+``agent_confirm: "dtmf"``, agent ``9876543407`` reaches the customer and agent ``9876543408``
+gives ``NO_ANSWER``.
 
 **Audio.** An answered party (and a ``05`` party from its 183) plays a tone pattern over RTP
 until the call ends, so a recording has sound on both channels. The digit before the last two
@@ -34,8 +44,8 @@ picks it: ``4`` a long 440 Hz tone (0.8 s on, 0.2 s off), ``1`` short 1 kHz beep
 P-Asserted-Identity), so the agent is on the left of a recording at 440 Hz, the customer on
 the right at 1 kHz. What the party hears is kept (``SandboxCarrier.heard``), not echoed.
 
-The delays (ring, early media, hang-up) are :class:`SandboxTimings`; tests shorten them. The
-rule table is the one SIPp plays in ``sipp_scenarios/uas_by_number.xml``.
+The delays (ring, early media, hang-up, keypress) are :class:`SandboxTimings`; tests
+shorten them. The rule table is the one SIPp plays in ``sipp_scenarios/uas_by_number.xml``.
 """
 
 from callbridge.sandbox.carrier import SandboxCarrier

@@ -1,5 +1,6 @@
 """The sandbox carrier on real sockets: the pure :class:`SandboxUas` on a UDP socket, and an
-RTP port per answered call that plays the party's voice and keeps what it hears.
+RTP port per answered call that plays the party's voice, presses the rule's keys (RFC 4733
+events on the same stream) and keeps what it hears.
 
 The loop is the SIP service's (the aioquic ``transmit()`` shape): feed what arrives into the
 UAS, send what it produced, act on its events, re-arm one ``loop.call_at``. Only loopback
@@ -15,7 +16,7 @@ import contextlib
 import ipaddress
 import logging
 import signal
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -35,6 +36,7 @@ from callbridge.sandbox.uas import (
     AudioStarted,
     CallChanged,
     CallState,
+    DigitsWanted,
     Event,
     MediaWanted,
     SandboxCall,
@@ -223,15 +225,21 @@ class SandboxCarrier:
             if isinstance(event, CallChanged):
                 _log_change(event)
             elif isinstance(event, MediaWanted):
-                task = asyncio.get_running_loop().create_task(self._open_media(event.call_id))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._spawn(self._open_media(event.call_id))
+            elif isinstance(event, DigitsWanted):
+                self._spawn(self._press(event.call_id, event.digits))
             elif isinstance(event, AudioStarted):
                 self._play(event.call_id, event.media)
             else:
                 media = self._media.pop(event.call_id, None)
                 if media is not None:
                     media.close()
+
+    def _spawn(self, work: Coroutine[None, None, None]) -> None:
+        """Run ``work`` on the loop; :meth:`stop` cancels it if it is still going."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- media ---------------------------------------------------------------------------
 
@@ -267,6 +275,19 @@ class SandboxCarrier:
             media.codec, negotiated.telephone_event_pt, negotiated.ptime))
         if media.player is None:
             media.player = Player(media.endpoint, ToneGenerator(call.voice)).start()
+
+    async def _press(self, call_id: str, digits: str) -> None:
+        """Send ``digits`` as RFC 4733 events; the tone pauses meanwhile, then plays on. A BYE
+        meanwhile closes the port, and the sending stops there."""
+        media = self._media.get(call_id)
+        if media is None:
+            return
+        clog = call_logger(log, call_id)
+        clog.info("sandbox: presses %s", digits)  # a rule's fixed key, not a customer's PIN
+        try:
+            await media.endpoint.send_dtmf(digits)
+        except ValueError as exc:  # a re-INVITE dropped telephone-event meanwhile
+            clog.warning("sandbox: cannot press %s: %s", digits, exc)
 
     def _keep_heard(self, call_id: str, media: _Media) -> None:
         self._heard[call_id] = media

@@ -20,6 +20,7 @@ __all__ = [
     "BEEPS_1000",
     "CUSTOMER_VOICE",
     "DEFAULT_TIMINGS",
+    "PRESSES",
     "REFUSALS",
     "TONE_600",
     "Rule",
@@ -43,6 +44,12 @@ class Rule(enum.Enum):
     EARLY_MEDIA = "early media"
     #: ``...06``: 480 Temporarily Unavailable.
     UNAVAILABLE = "unavailable"
+    #: ``...07``: answers after the ring, then presses 1 (RFC 4733) and talks on: an agent
+    #: confirming the call (``agent_confirm: "dtmf"``).
+    CONFIRMS = "confirms"
+    #: ``...08``: answers after the ring and talks, never pressing a key: an agent who does
+    #: not confirm.
+    NEVER_CONFIRMS = "never confirms"
     #: Anything else: 180, then 200 after the ring; talks until the caller hangs up.
     ANSWERS = "answers"
 
@@ -54,10 +61,14 @@ _BY_SUFFIX: Final = {
     "04": Rule.HANGS_UP,
     "05": Rule.EARLY_MEDIA,
     "06": Rule.UNAVAILABLE,
+    "07": Rule.CONFIRMS,
+    "08": Rule.NEVER_CONFIRMS,
 }
 
 #: The rules that refuse the INVITE outright, with the status they answer.
 REFUSALS: Final = {Rule.BUSY: 486, Rule.FAILURE: 503, Rule.UNAVAILABLE: 480}
+#: The rules that press keys once talking, with the keys (sent as RFC 4733 events).
+PRESSES: Final = {Rule.CONFIRMS: "1"}
 
 #: A long 440 Hz tone (0.8 s on, 0.2 s off): the agent's default voice.
 AGENT_VOICE: Final = sine_plan(440.0, ((800, 200),))
@@ -83,9 +94,11 @@ class SandboxTimings:
     early_media: float = 1.0
     #: ACK to our BYE on ``...04``.
     hangup_after: float = 5.0
+    #: ACK to the keypress on ``...07``.
+    confirm_after: float = 1.0
 
     def __post_init__(self) -> None:
-        if min(self.ring, self.early_media, self.hangup_after) < 0:
+        if min(self.ring, self.early_media, self.hangup_after, self.confirm_after) < 0:
             raise ValueError(f"sandbox timings must not be negative: {self}")
 
 

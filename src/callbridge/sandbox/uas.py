@@ -11,7 +11,8 @@ Media is the edge's. An INVITE whose rule answers (or plays early media) raises
 with its address, and only then is the offer answered (RFC 3264 §6) and the rule played:
 180 and later 200 (or 183 and later 200), our 2xx retransmitted until its ACK (§13.3.1.4).
 :class:`AudioStarted` says when to play into which address, :class:`AudioStopped` when to
-stop and give the port back.
+stop and give the port back, :class:`DigitsWanted` when to press keys (``...07``) as RFC 4733
+telephone-events on the call's RTP stream.
 
 The far end may CANCEL (§9.2: 200, then 487 for the INVITE), BYE (§15.1.2: 200), re-INVITE
 (answered like the first offer) and send INFO or OPTIONS (200). On ``...04`` numbers the
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from callbridge.media.tones import TonePlan
 from callbridge.sandbox.rules import (
     DEFAULT_TIMINGS,
+    PRESSES,
     REFUSALS,
     Rule,
     SandboxTimings,
@@ -67,6 +69,7 @@ __all__ = [
     "AudioStopped",
     "CallChanged",
     "CallState",
+    "DigitsWanted",
     "MediaWanted",
     "Outcome",
     "SandboxCall",
@@ -128,6 +131,15 @@ class AudioStopped:
     call_id: str
 
 
+@dataclass(frozen=True)
+class DigitsWanted:
+    """Press ``digits`` as RFC 4733 telephone-events on the call's RTP stream (raised only
+    when the answer kept telephone-event: callbridge reads a confirmation from RTP)."""
+
+    call_id: str
+    digits: str
+
+
 @dataclass
 class _Retransmit:
     """Our 2xx to an INVITE, re-sent T1, 2T1, ... (capped at T2) until its ACK, for 64*T1."""
@@ -161,6 +173,9 @@ class SandboxCall:
     ended_at: float | None = None
     #: The media the answer settled (the far end's address and codec), once answered.
     media: NegotiatedMedia | None = None
+    #: The keys the party pressed (``...07``), and when: handed to the edge to send.
+    pressed: str = ""
+    pressed_at: float | None = None
     transaction: ServerTransaction | None = field(default=None, repr=False)
     local_tag: str = ""
     _offer: SessionDescription | None = field(default=None, repr=False)
@@ -169,7 +184,7 @@ class SandboxCall:
     _answer: bytes = field(default=b"", repr=False)
     #: An RTP port is open for the call (from media_ready until AudioStopped).
     _has_media: bool = False
-    #: When the rule's next step is due: the answer, or our BYE.
+    #: When the rule's next step is due: the answer, the keypress, or our BYE.
     _due: float | None = None
     _resend: _Retransmit | None = field(default=None, repr=False)
     _local_cseq: int = 0
@@ -188,7 +203,7 @@ class CallChanged:
     state: CallState
 
 
-Event = MediaWanted | AudioStarted | AudioStopped | CallChanged
+Event = MediaWanted | AudioStarted | AudioStopped | DigitsWanted | CallChanged
 
 
 class SandboxUas:
@@ -379,6 +394,8 @@ class SandboxUas:
             call.state = CallState.TALKING
             if call.rule is Rule.HANGS_UP:
                 call._due = now + self.timings.hangup_after
+            elif call.rule in PRESSES:
+                call._due = now + self.timings.confirm_after
 
     def _in_dialog(self, call: SandboxCall, tx: ServerTransaction, request: Request,
                    now: float) -> None:
@@ -424,6 +441,8 @@ class SandboxUas:
             self._answer_call(call, now)
         elif call.state is CallState.TALKING and call.rule is Rule.HANGS_UP:
             self._hang_up(call, now)
+        elif call.state is CallState.TALKING and call.rule in PRESSES:
+            self._press(call, now)
 
     def _answer_call(self, call: SandboxCall, now: float) -> None:
         if call.state is CallState.RINGING:  # (early media has played since the 183)
@@ -436,6 +455,14 @@ class SandboxUas:
         call.state = CallState.ANSWERED
         self._events.append(CallChanged(call, call.state))
         self._retransmit(call, call.transaction, response, now)
+
+    def _press(self, call: SandboxCall, now: float) -> None:
+        """Press the rule's keys once, then talk on until a BYE. RFC 4733 events need the
+        telephone-event payload type the answer agreed; without one nothing is pressed."""
+        if call.media is None or call.media.telephone_event_pt is None:
+            return
+        call.pressed, call.pressed_at = PRESSES[call.rule], now
+        self._events.append(DigitsWanted(call.call_id, call.pressed))
 
     def _retransmit(self, call: SandboxCall, tx: ServerTransaction, response: Response,
                     now: float) -> None:
