@@ -1,9 +1,11 @@
 """uas_by_number.xml: one SIPp trunk that acts on the dialled number's last digits.
 
 Each rule is played against a SIPp client (sipp_scenarios/selftest/uac_by_number_*.xml);
-one trunk then takes several calls at once, as callbridge's agent and customer legs; and
-a client written here in Python checks the audio: RTP from the port the SDP names, PCMU,
-a 440 Hz tone for a ...4XX number and 1 kHz for a ...1XX one, looped for the whole call.
+one trunk then takes several calls at once, as callbridge's agent and customer legs, and
+a three-way call's legs; in-dialog INFO is answered in every phase of a call; and a client
+written here in Python checks the audio: RTP from the port the SDP names, PCMU, a 440 Hz
+tone for a ...4XX number and 1 kHz for a ...1XX one, looped for the whole call, and the
+digit "1" a ...07 number presses as RFC 4733 events.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 import pytest
 
 from callbridge.media.g711 import ulaw_decode
-from sipp import Sipp, SippMessage, by_number_trunk, sipp_uac
+from sipp import Sipp, SippMessage, by_number_trunk, can_play_pcap, sipp_uac
 
 pytestmark = [
     pytest.mark.sipp,
@@ -133,6 +135,7 @@ RULES = {
         ],
     ),
     "9876543406": ("refused", ["received INVITE", "sent 100", "sent 480", "received ACK"]),
+    "9876543408": ("answer", [*ANSWERED, "received BYE", "sent 200"]),
     "9876543400": ("answer", [*ANSWERED, "received BYE", "sent 200"]),
     "5": ("answer", [*ANSWERED, "received BYE", "sent 200"]),
 }
@@ -173,7 +176,7 @@ def _tag(response: SippMessage) -> str:
     return (response.header("To") or "").rpartition(";tag=")[2]
 
 
-@pytest.mark.parametrize("number", ["9876543400", "5", "09876543404"])
+@pytest.mark.parametrize("number", ["9876543400", "5", "09876543404", "9876543408"])
 def test_answering_numbers_ring_for_ring_ms_then_answer_with_sdp(
     every_rule: tuple[Sipp, dict[str, Sipp]], number: str
 ) -> None:
@@ -233,6 +236,121 @@ def test_one_trunk_takes_the_agent_customer_and_third_leg_at_once() -> None:
     assert gap(ack, bye) >= timedelta(milliseconds=1500)
 
 
+def test_three_way_legs_are_all_answered_at_once_and_the_third_leaves_first() -> None:
+    """An added participant is one more call: all three talk, and one BYE ends only one."""
+    agent, customer, third = "9876543400", "+919876543100", "09876543600"
+    trunk, clients = dial_all(
+        [
+            Dial("answer", agent, {"talk_ms": 1200}),
+            Dial("answer", customer, {"talk_ms": 1200}),
+            Dial("answer", third, {"talk_ms": 300}),
+        ]
+    )
+    assert_passed(trunk, *clients)
+    calls = [trunk.calls_to(number) for number in (agent, customer, third)]
+    assert [flow(call) for call in calls] == [[*ANSWERED, "received BYE", "sent 200"]] * 3
+    acks = [first(call, "received", "ACK").time for call in calls]
+    byes = [first(call, "received", "BYE").time for call in calls]
+    # All three were up at once; the third's BYE came and went while the others talked on.
+    assert max(acks) < byes[2]
+    assert byes[2] + timedelta(milliseconds=500) < min(byes[:2])
+
+
+# --- in-dialog INFO ---------------------------------------------------------------------
+
+#: hangup_ms long enough for an INFO to land in it; dtmf_ms so long the digit never comes.
+INFO_TIMING = {"hangup_ms": 400, "dtmf_ms": 5000}
+#: An INFO in each phase: waiting for the BYE (08, and 05 after its early media), in the
+#: hangup_ms wait (04, which then hangs up itself) and in the dtmf_ms wait (07).
+INFO_DIALS = {
+    "9876543408": (
+        {"info_ms": 100, "talk_ms": 200},
+        [*ANSWERED, "received INFO", "sent 200", "received BYE", "sent 200"],
+    ),
+    "09876543404": (
+        {"info_ms": 200, "far_end_bye": 1},
+        [*ANSWERED, "received INFO", "sent 200", "sent BYE", "received 200"],
+    ),
+    "9876543405": (
+        {"info_ms": 100, "talk_ms": 200},
+        [
+            "received INVITE",
+            "sent 100",
+            "sent 183",
+            "sent 200",
+            "received ACK",
+            "received INFO",
+            "sent 200",
+            "received BYE",
+            "sent 200",
+        ],
+    ),
+    "9876543407": (
+        {"info_ms": 100, "talk_ms": 200},
+        [*ANSWERED, "received INFO", "sent 200", "received BYE", "sent 200"],
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def info_calls() -> tuple[Sipp, dict[str, Sipp]]:
+    """One trunk; every INFO_DIALS number dialled at once by uac_by_number_info.xml."""
+    dials = [Dial("info", number, variables) for number, (variables, _) in INFO_DIALS.items()]
+    trunk, clients = dial_all(dials, INFO_TIMING)
+    return trunk, dict(zip(INFO_DIALS, clients, strict=True))
+
+
+@pytest.mark.parametrize("number", INFO_DIALS)
+def test_an_info_is_answered_200_in_every_phase_of_the_talk(
+    info_calls: tuple[Sipp, dict[str, Sipp]], number: str
+) -> None:
+    trunk, clients = info_calls
+    assert_passed(trunk, clients[number])
+    call = trunk.calls_to(number)
+    assert flow(call) == INFO_DIALS[number][1]
+    info = first(call, "received", "INFO")
+    ok = call[call.index(info) + 1]
+    assert info.header("Content-Type") == "application/dtmf-relay"
+    assert ok.status == 200
+    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+        assert ok.header(name) == info.header(name), name
+    assert f"INFO on the call to {number}: Signal=1" in trunk.action_log
+
+
+def test_the_trunk_records_every_info_and_allows_info(
+    info_calls: tuple[Sipp, dict[str, Sipp]],
+) -> None:
+    trunk, _ = info_calls
+    infos = trunk.received("INFO")
+    assert len(infos) == len(INFO_DIALS)
+    assert all(m.body == "Signal=1\r\nDuration=160\r\n" for m in infos)
+    answers = [m for m in trunk.sent(200) if (m.header("CSeq") or "").endswith(" INVITE")]
+    assert all("INFO" in (m.header("Allow") or "") for m in answers)
+
+
+def test_an_info_in_the_hangup_wait_starts_the_wait_over(
+    info_calls: tuple[Sipp, dict[str, Sipp]],
+) -> None:
+    call = info_calls[0].calls_to("09876543404")
+    ack, info = first(call, "received", "ACK"), first(call, "received", "INFO")
+    ok, bye = call[call.index(info) + 1], first(call, "sent", "BYE")
+    assert gap(ack, info) < timedelta(milliseconds=INFO_TIMING["hangup_ms"])
+    assert gap(ok, bye) >= timedelta(milliseconds=INFO_TIMING["hangup_ms"])
+
+
+def test_an_info_before_the_ack_fails_the_call() -> None:
+    with (
+        by_number_trunk(calls=2, recv_timeout=3, timeout=10) as trunk,
+        _SipClient(trunk.address) as client,
+    ):
+        assert client.invite("9876543408", rtp_port=9).startswith("SIP/2.0 200 OK\r\n")
+        client.info("1")
+        trunk.wait_sync()
+    assert trunk.returncode == 1, trunk.report()
+    assert "an in-dialog request on the call to 9876543408 before its ACK" in trunk.error_log
+    assert trunk.sent(200)[-1].header("CSeq") == "1 INVITE"  # the INFO went unanswered
+
+
 def test_the_trunk_fails_a_call_that_is_never_acked_and_stops() -> None:
     """A failed call stops the trunk with exit 1, even when more calls were expected."""
     with (
@@ -262,10 +380,12 @@ class _SipClient:
         self.to_tag = ""
         self.number = ""
 
-    def _request(self, method: str, cseq: int, body: str = "") -> bytes:
+    def _request(
+        self, method: str, cseq: int, body: str = "", content_type: str = "application/sdp"
+    ) -> bytes:
         host, port = self.trunk
         to_tag = f";tag={self.to_tag}" if self.to_tag else ""
-        content_type = "Content-Type: application/sdp\r\n" if body else ""
+        type_header = f"Content-Type: {content_type}\r\n" if body else ""
         return (
             f"{method} sip:{self.number}@{host}:{port} SIP/2.0\r\n"
             f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bK-{method}-{cseq}-{self.port}\r\n"
@@ -275,7 +395,7 @@ class _SipClient:
             f"CSeq: {cseq} {method}\r\n"
             f"Contact: <sip:callbridge@127.0.0.1:{self.port}>\r\n"
             "Max-Forwards: 70\r\n"
-            f"{content_type}Content-Length: {len(body)}\r\n\r\n{body}"
+            f"{type_header}Content-Length: {len(body)}\r\n\r\n{body}"
         ).encode()
 
     def send_invite(self, number: str, rtp_port: int) -> None:
@@ -316,6 +436,11 @@ class _SipClient:
 
     def ack(self) -> None:
         self.sock.sendto(self._request("ACK", 1), self.trunk)
+
+    def info(self, digit: str) -> None:
+        """Send `digit` in an in-dialog INFO (application/dtmf-relay), CSeq 2."""
+        body = f"Signal={digit}\r\nDuration=160\r\n"
+        self.sock.sendto(self._request("INFO", 2, body, "application/dtmf-relay"), self.trunk)
 
     def bye(self) -> str:
         self.sock.sendto(self._request("BYE", 2), self.trunk)
@@ -457,3 +582,130 @@ def test_each_leg_hears_its_tone_as_pcmu_from_the_answered_port_looped() -> None
         # And the tone lasts the whole call: its first and last second alike.
         assert abs(_peak_hz(payload[:8000]) - expected_hz) < 5
         assert abs(_peak_hz(payload[-8000:]) - expected_hz) < 5
+
+
+def _pcmu(call: Heard, after: float = 0.0) -> bytes:
+    """The PCMU payloads a call heard after monotonic time `after`, joined."""
+    return b"".join(
+        packet[12:]
+        for when, (_, packet) in zip(call.times, call.packets, strict=True)
+        if when > after and packet[1] & 0x7F == 0
+    )
+
+
+def test_a_third_leg_hangs_up_and_the_other_two_talk_on_with_their_tones() -> None:
+    # A three-way call: the 440 Hz agent, the 1 kHz customer, and a 600 Hz party added.
+    numbers, seconds = ("9876543400", "+919876543100", "09876543600"), (1.6, 1.6, 0.6)
+    trunk, (agent, customer, third) = asyncio.run(_talk_to_all(numbers, seconds))
+    assert_passed(trunk)
+    # All three talked at once, each its own tone.
+    assert max(call.acked for call in (agent, customer, third)) < third.ended
+    assert abs(_peak_hz(_pcmu(third)) - 600) < 5
+    for call, hz in ((agent, 440), (customer, 1000)):
+        # A good half second of the tone after the third's BYE, with no gap in sequence.
+        after = _pcmu(call, after=third.ended)
+        assert len(after) >= 25 * 160
+        assert abs(_peak_hz(after) - hz) < 5
+        sequence = [int.from_bytes(packet[2:4], "big") for _, packet in call.packets]
+        assert sequence == list(range(sequence[0], sequence[0] + len(sequence)))
+    bye_times = [first(trunk.calls_to(n), "received", "BYE").time for n in numbers]
+    assert bye_times[2] < min(bye_times[:2])
+
+
+# --- the digit of ...07 -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rfc4733Event:
+    """An RFC 4733 named-event packet (2.3): RTP header fields and the event payload."""
+
+    marker: bool
+    payload_type: int
+    sequence: int
+    timestamp: int
+    ssrc: int
+    event: int
+    end: bool
+    volume: int
+    duration: int
+
+    @classmethod
+    def parse(cls, packet: bytes) -> Rfc4733Event:
+        first_byte, second, sequence, timestamp, ssrc = struct.unpack_from("!BBHII", packet)
+        assert first_byte >> 6 == 2 and not first_byte & 0x0F  # RTP version 2, no CSRC
+        event, flags, duration = struct.unpack_from("!BBH", packet, 12)
+        return cls(
+            marker=bool(second & 0x80),
+            payload_type=second & 0x7F,
+            sequence=sequence,
+            timestamp=timestamp,
+            ssrc=ssrc,
+            event=event,
+            end=bool(flags & 0x80),
+            volume=flags & 0x3F,
+            duration=duration,
+        )
+
+
+@pytest.mark.skipif(not can_play_pcap(), reason="play_pcap_audio needs root (a raw socket)")
+def test_07_presses_1_as_rfc4733_events_after_dtmf_ms_and_08_never_presses() -> None:
+    # Both legs hear RFC 4733 digits from us the whole call (as callbridge sends digits
+    # into a leg): SIPp must go on regardless. dtmf_ms is the default, 800.
+    numbers = ("9876543407", "9876543408")
+    trunk, (confirms, never) = asyncio.run(_talk_to_all(numbers, 1.5, talk_back=_digit_5_back))
+    assert_passed(trunk)
+    assert "the call to 9876543407 presses 1" in trunk.action_log
+    assert "the call to 9876543408 presses" not in trunk.action_log
+
+    sdp_port = int(_capture(r"^m=audio (\d+) ", confirms.answer))
+    assert {source for source, _ in confirms.packets} == {("127.0.0.1", sdp_port)}
+    timed = list(zip(confirms.times, (packet for _, packet in confirms.packets), strict=True))
+    events = [(when, Rfc4733Event.parse(p)) for when, p in timed if p[1] & 0x7F == 101]
+    digit = [event for _, event in events]
+    # The digit 1, marked at its start; its duration grows, then three end packets.
+    assert len(digit) == 10
+    assert {(e.payload_type, e.event, e.timestamp, e.ssrc) for e in digit} == {
+        (101, 1, digit[0].timestamp, digit[0].ssrc)
+    }
+    assert [e.marker for e in digit] == [True] + [False] * 9
+    assert [e.end for e in digit] == [False] * 7 + [True] * 3
+    durations = [e.duration for e in digit]
+    assert durations == sorted(durations) and len(set(durations[-3:])) == 1
+    assert [e.sequence for e in digit[:8]] == list(range(digit[0].sequence, digit[0].sequence + 8))
+    # It comes dtmf_ms after the ACK, the tone silent while it plays, and then resumes.
+    started, ended = events[0][0], events[-1][0]
+    assert 0.8 - 0.02 <= started - confirms.acked < 0.8 + 0.5
+    assert not [p for when, p in timed if started <= when <= ended and p[1] & 0x7F == 0]
+    assert abs(_peak_hz(_pcmu(confirms, after=ended)) - 440) < 5
+    assert len(_pcmu(confirms, after=ended)) >= 20 * 160
+
+    assert {packet[1] & 0x7F for _, packet in never.packets} == {0}
+    sequence = [int.from_bytes(packet[2:4], "big") for _, packet in never.packets]
+    assert sequence == list(range(sequence[0], sequence[0] + len(sequence)))
+    assert abs(_peak_hz(_pcmu(never)) - 440) < 5
+
+
+@pytest.mark.skipif(not can_play_pcap(), reason="play_pcap_audio needs root (a raw socket)")
+def test_07_answers_an_info_before_around_and_after_its_digit_and_still_presses() -> None:
+    # dtmf_ms 800: an INFO at 300 ms restarts the wait (the digit at ~1100 ms), one at
+    # 900 ms lands about the digit, one at 1300 ms after it.
+    dials = {
+        "9876543407": {"info_ms": 300, "talk_ms": 1200},
+        "9876543107": {"info_ms": 900, "talk_ms": 500},
+        "9876543207": {"info_ms": 1300, "talk_ms": 200},
+    }
+    trunk, clients = dial_all([Dial("info", n, v) for n, v in dials.items()])
+    assert_passed(trunk, *clients)
+    for number in dials:
+        assert flow(trunk.calls_to(number)) == [
+            *ANSWERED,
+            "received INFO",
+            "sent 200",
+            "received BYE",
+            "sent 200",
+        ]
+        assert trunk.action_log.count(f"the call to {number} presses 1") == 1
+    log = trunk.action_log
+    assert log.index("the call to 9876543207 presses 1") < log.index(
+        "INFO on the call to 9876543207"
+    )
