@@ -255,17 +255,21 @@ class Client:
         self.send(self._options(call_id.decode(), server), server)
         others: list[bytes] = []
         deadline = time.monotonic() + PROBE_TIMEOUT
+        answered = False
         while (left := deadline - time.monotonic()) > 0:
-            ready, _, _ = select.select(self.sockets, [], [], left)
+            # Once the probe is answered, whatever the server sent before it is already
+            # queued on some socket: drain them all without waiting, then stop.
+            ready, _, _ = select.select(self.sockets, [], [], 0 if answered else left)
+            if not ready and answered:
+                break
             for sock in ready:
                 reply = sock.recv(65535)
                 if call_id_of(reply) == call_id:
-                    if status_of(reply) == 200:
-                        return True, others
+                    answered = answered or status_of(reply) == 200
                 elif reply not in self.seen:
                     self.seen.add(reply)
                     others.append(reply)
-        return False, others
+        return answered, others
 
     def _options(self, call_id: str, server: Server) -> bytes:
         target = f"callbridge@{server.host}:{server.port}"
