@@ -9,9 +9,8 @@ did not start). It owns a :class:`TransactionLayer` and has the same sans-IO sur
     receive_datagram(data, source, now)   handle_timer(now)   get_timer()
     datagrams_to_send()                    next_event()
 
-Leg progress leaves as events (:class:`Trying`, :class:`Ringing`, :class:`EarlyMedia`,
-:class:`Answered`, :class:`Failed`, :class:`Cancelled`, :class:`RemoteHangup`,
-:class:`HungUp`, :class:`MediaUpdate`, :class:`InfoReceived`, :class:`PingResult`).
+Leg progress leaves as the events of :mod:`callbridge.sip.events` (re-exported here);
+the checks every request meets first live in :mod:`callbridge.sip.policy`.
 """
 
 from __future__ import annotations
@@ -25,9 +24,22 @@ from dataclasses import dataclass, field
 from callbridge.sip.auth import DigestAuth
 from callbridge.sip.dialog import Dialog, DialogId, DialogState, dialog_id_of_request
 from callbridge.sip.errors import SipParseError
+from callbridge.sip.events import (
+    Answered,
+    Cancelled,
+    EarlyMedia,
+    Event,
+    Failed,
+    HungUp,
+    InfoReceived,
+    MediaUpdate,
+    PingResult,
+    RemoteHangup,
+    Ringing,
+    Trying,
+)
 from callbridge.sip.headers import NameAddr
 from callbridge.sip.message import (
-    REASON_PHRASES,
     Headers,
     Message,
     Request,
@@ -35,6 +47,13 @@ from callbridge.sip.message import (
     make_response,
     parse_message,
     salvage_request,
+)
+from callbridge.sip.policy import (
+    is_sdp,
+    is_sendable,
+    missing_mandatory,
+    precheck,
+    short_reason,
 )
 from callbridge.sip.transaction import (
     Address,
@@ -49,104 +68,19 @@ from callbridge.sip.transaction import (
     TransactionTimeout,
     response_destination,
 )
-from callbridge.sip.uri import SipUri, TelUri, parse_uri
+from callbridge.sip.uri import SipUri
 
 ALLOWED_METHODS = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
 #: Methods we know but never accept here (§8.2.1: 405 with Allow); anything else gets 501.
 KNOWN_METHODS = frozenset(
     {"REGISTER", "SUBSCRIBE", "NOTIFY", "MESSAGE", "REFER", "PUBLISH", "PRACK"}
 )
-SUPPORTED_EXTENSIONS: frozenset[str] = frozenset()
 
-
-# --- events ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Trying:
-    leg_id: str
-
-
-@dataclass(frozen=True)
-class Ringing:
-    leg_id: str
-    status: int
-
-
-@dataclass(frozen=True)
-class EarlyMedia:
-    leg_id: str
-    sdp: bytes
-
-
-@dataclass(frozen=True)
-class Answered:
-    leg_id: str
-    sdp: bytes
-
-
-@dataclass(frozen=True)
-class Failed:
-    """The INVITE ended without an answer: a final response, or 408 with ``timed_out`` when
-    our own Timer B fired (the trunk never answered at all)."""
-
-    leg_id: str
-    status: int
-    reason: str
-    timed_out: bool = False
-
-
-@dataclass(frozen=True)
-class Cancelled:
-    leg_id: str
-
-
-@dataclass(frozen=True)
-class RemoteHangup:
-    """The far end sent BYE (answered 200)."""
-
-    leg_id: str
-
-
-@dataclass(frozen=True)
-class HungUp:
-    """Our BYE ended (answered, refused or timed out): the leg is gone."""
-
-    leg_id: str
-    status: int
-
-
-@dataclass(frozen=True)
-class MediaUpdate:
-    """A re-INVITE or UPDATE from the far end carried a new offer (already answered)."""
-
-    leg_id: str
-    sdp: bytes
-
-
-@dataclass(frozen=True)
-class InfoReceived:
-    leg_id: str
-    content_type: str
-    body: bytes
-
-
-@dataclass(frozen=True)
-class PingResult:
-    """An OPTIONS ping ended: ``status`` 0 means no answer (Timer F)."""
-
-    ping_id: str
-    status: int
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status < 300
-
-
-Event = (
-    Trying | Ringing | EarlyMedia | Answered | Failed | Cancelled | RemoteHangup | HungUp
-    | MediaUpdate | InfoReceived | PingResult
-)
+__all__ = [
+    "Answered", "Cancelled", "EarlyMedia", "Event", "Failed", "HungUp", "InfoReceived",
+    "LegState", "MediaUpdate", "PingResult", "RemoteHangup", "Ringing", "Trying", "UserAgent",
+    "UserAgentConfig", "is_sendable",
+]
 
 
 # --- configuration and leg state --------------------------------------------------------
@@ -250,7 +184,7 @@ class UserAgent:
     def receive_message(self, message: Message, source: Address, now: float, *,
                         reliable: bool = False) -> None:
         """A framed message (from TCP, or a parsed datagram)."""
-        problem = _missing_mandatory(message)
+        problem = missing_mandatory(message)
         if problem is not None:
             self.stats["dropped"] += 1
             if isinstance(message, Request) and message.method != "ACK":
@@ -624,7 +558,7 @@ class UserAgent:
         if leg is not None and source[0] not in self.config.trusted_sources:
             self._respond(tx, request, 403, now, reason="Forbidden (untrusted source)")
             return
-        refusal = _precheck(request)
+        refusal = precheck(request)
         if refusal is not None:
             self._respond(tx, request, refusal[0], now, headers=refusal[1])
             return
@@ -678,7 +612,7 @@ class UserAgent:
         if leg.reinvite is not None:
             self._respond(tx, request, 491, now)  # §14.2: glare
             return
-        if request.body and not _is_sdp(request):
+        if request.body and not is_sdp(request):
             self._respond(tx, request, 415, now, headers=(("Accept", "application/sdp"),))
             return
         leg.dialog.refresh_target(request)
@@ -694,7 +628,7 @@ class UserAgent:
             self._events.append(MediaUpdate(leg.leg_id, request.body))
 
     def _on_update(self, leg: _Leg, tx: ServerTransaction, request: Request, now: float) -> None:
-        if request.body and not _is_sdp(request):
+        if request.body and not is_sdp(request):
             self._respond(tx, request, 415, now, headers=(("Accept", "application/sdp"),))
             return
         body = leg.local_sdp if request.body else b""
@@ -757,7 +691,7 @@ class UserAgent:
     def _reply_stateless(self, request: Request, status: int, source: Address,
                          reason: str | None = None, reliable: bool = False) -> None:
         try:
-            response = make_response(request, status, _short_reason(status, reason),
+            response = make_response(request, status, short_reason(status, reason),
                                      to_tag=self._token())
             destination = response_destination(request, source, reliable)
         except SipParseError:
@@ -805,69 +739,3 @@ class UserAgent:
         except ValueError:
             return leg.destination
         return (host, uri.port or 5060)
-
-
-def is_sendable(address: Address) -> bool:
-    """Never send to port 0, a bad port, a broadcast, multicast or unspecified address
-    (RFC 4475 §3.3.10: a Via claiming 255.255.255.255 must not make us broadcast)."""
-    host, port = address
-    if not 0 < port < 65536:
-        return False
-    try:
-        ip = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return True  # a name: resolved (and checked again) at the edge
-    # Subnet broadcasts cannot be told from here: the edge's sockets never set SO_BROADCAST,
-    # so the kernel refuses them (EACCES).
-    return not (ip.is_multicast or ip.is_unspecified or ip == _LIMITED_BROADCAST)
-
-
-_LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
-
-
-def _missing_mandatory(message: Message) -> str | None:
-    """§8.1.1: To, From, CSeq, Call-ID, Max-Forwards (requests; tolerated), Via."""
-    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-        if name not in message.headers:
-            return f"Missing {name}"
-    for name in ("From", "To", "Call-ID", "CSeq"):
-        if len(message.headers.get_all(name)) > 1:
-            return f"Multiple {name}"
-    try:
-        message.top_via  # noqa: B018 - validates the Via
-        message.cseq  # noqa: B018
-        message.from_  # noqa: B018
-        message.to  # noqa: B018
-    except SipParseError as exc:
-        return str(exc)
-    return None
-
-
-def _precheck(request: Request) -> tuple[int, tuple[tuple[str, str], ...]] | None:
-    """§8.2.2: Request-URI scheme (416) and Require (420) before any method logic."""
-    try:
-        uri = parse_uri(request.uri)
-    except SipParseError:
-        return (400, ())
-    if not isinstance(uri, SipUri | TelUri):
-        return (416, ())
-    unsupported = [
-        opt for opt in request.headers.values("Require")
-        if opt.lower() not in SUPPORTED_EXTENSIONS
-    ]
-    if unsupported and request.method not in ("ACK", "CANCEL"):
-        return (420, (("Unsupported", ", ".join(unsupported)),))
-    return None
-
-
-def _is_sdp(request: Request) -> bool:
-    content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-    return content_type == "application/sdp"
-
-
-def _short_reason(status: int, detail: str | None) -> str | None:
-    if detail is None:
-        return None
-    base = REASON_PHRASES.get(status, "Error")
-    clean = "".join(ch for ch in detail if ch.isprintable())[:80]
-    return f"{base} ({clean})" if clean else base
