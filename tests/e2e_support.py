@@ -29,7 +29,8 @@ from callbridge.api.auth import hash_api_key, key_prefix, new_api_key
 from callbridge.config import load_settings
 from callbridge.sandbox import SandboxCarrier
 from callbridge.server import Server
-from callbridge.store.models import Account
+from callbridge.store import open_store
+from callbridge.store.models import Account, Store
 from callbridge.webhooks.signing import new_secret, verify
 from sipp import Sipp
 
@@ -109,14 +110,29 @@ async def rig(trunk: Sipp | None, folder: Path, *, sandbox: SandboxCarrier | Non
         try:
             host, port = server.http_address
             assert server.store is not None
-            account = await server.store.create_account("acme", callbacks.url, new_secret())
-            key = new_api_key()
-            await server.store.add_api_key(account.id, hash_api_key(key), key_prefix(key))
-            await server.store.add_caller_id(account.id, "+" + CALLER_ID)
+            account, key = await onboard(server.store, callbacks.url)
             async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=10) as http:
                 yield Rig(server, http, callbacks, account, key, folder)
         finally:
             await server.stop()
+
+
+async def onboard(store: Store, callback_url: str) -> tuple[Account, str]:
+    """The account every e2e test uses: "acme", one API key, caller ID CALLER_ID."""
+    account = await store.create_account("acme", callback_url, new_secret())
+    key = new_api_key()
+    await store.add_api_key(account.id, hash_api_key(key), key_prefix(key))
+    await store.add_caller_id(account.id, "+" + CALLER_ID)
+    return account, key
+
+
+async def seed(db: Path, callback_url: str) -> str:
+    """Onboard into the database file a `callbridge serve` subprocess will use; the key."""
+    store = await open_store(f"sqlite:///{db}")
+    try:
+        return (await onboard(store, callback_url))[1]
+    finally:
+        await store.close()
 
 
 def run(body: Any, timeout: float = 60) -> None:

@@ -21,10 +21,8 @@ import pytest
 import soundfile
 
 from callback_server import CallbackServer
-from callbridge.api.auth import hash_api_key, key_prefix, new_api_key
 from callbridge.media.g711 import ulaw_decode
-from callbridge.webhooks.signing import new_secret
-from e2e_support import CALLER_ID, dominant_hz, legs_of, rig, run
+from e2e_support import CALLER_ID, dominant_hz, legs_of, rig, run, seed
 from rtp_sniffer import LoopbackRtpSniffer, can_sniff
 from sipp import by_number_trunk, free_udp_port
 
@@ -227,19 +225,6 @@ def test_trunk_down_by_options_gives_502(tmp_path: Path) -> None:
 def test_callback_pending_at_sigkill_is_delivered_after_restart(tmp_path: Path) -> None:
     """The callback is in the outbox before the first attempt: kill -9 mid-delivery, start
     again, and the CRM still gets it (same event_id)."""
-
-    async def seed(db: Path, callback_url: str) -> str:
-        from callbridge.store import open_store
-
-        store = await open_store(f"sqlite:///{db}")
-        try:
-            account = await store.create_account("acme", callback_url, new_secret())
-            key = new_api_key()
-            await store.add_api_key(account.id, hash_api_key(key), key_prefix(key))
-            await store.add_caller_id(account.id, "+" + CALLER_ID)
-            return key
-        finally:
-            await store.close()
 
     def start_server(config: Path) -> tuple[subprocess.Popen[str], str]:
         proc = subprocess.Popen([sys.executable, "-m", "callbridge", "serve", "--config",

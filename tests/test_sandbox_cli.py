@@ -13,23 +13,8 @@ from pathlib import Path
 import httpx
 
 from callback_server import CallbackServer
-from callbridge.api.auth import hash_api_key, key_prefix, new_api_key
-from callbridge.store import open_store
-from callbridge.webhooks.signing import new_secret
-from e2e_support import CALLER_ID
+from e2e_support import CALLER_ID, seed
 from sipp import free_udp_port
-
-
-async def seed(db: Path, callback_url: str) -> str:
-    store = await open_store(f"sqlite:///{db}")
-    try:
-        account = await store.create_account("acme", callback_url, new_secret())
-        key = new_api_key()
-        await store.add_api_key(account.id, hash_api_key(key), key_prefix(key))
-        await store.add_caller_id(account.id, "+" + CALLER_ID)
-        return key
-    finally:
-        await store.close()
 
 
 def start(*args: str) -> tuple[subprocess.Popen[str], str]:
