@@ -334,3 +334,12 @@ def test_rendering_hides_secrets() -> None:
     assert "hunter2" not in text and "dbsecret" not in text
     assert 'database_url = "postgresql://cb:********@db.local/cb"' in text
     assert "hunter2" not in repr(settings)
+
+
+def test_binding_every_interface_needs_an_address_to_hand_out() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, {"CALLBRIDGE_SIP_HOST": "0.0.0.0"})
+    assert caught.value.key == "sip.public_host"
+    settings = load_settings(None, {"CALLBRIDGE_SIP_HOST": "0.0.0.0",
+                                    "CALLBRIDGE_SIP_PUBLIC_HOST": "203.0.113.10"})
+    assert settings.sip.public_host == "203.0.113.10"

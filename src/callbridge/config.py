@@ -468,6 +468,18 @@ def _check_relations(settings: Settings) -> None:
             "trunk.host",
             'must be set when trunk.mode is "sip" (or use trunk.mode = "sandbox")',
         )
+    if _unspecified(sip.host) and not sip.public_host:
+        # Via, Contact (RFC 3261 §8.1.1.8) and SDP (media.public_host falls back to it) need
+        # an address the far end can reach.
+        raise ConfigError("sip.public_host", f"must be set when sip.host is {sip.host}")
+
+
+def _unspecified(host: str) -> bool:
+    """0.0.0.0 or ::, which bind every interface but are no address to hand out."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return False
 
 
 # -- showing the effective settings -------------------------------------------------------

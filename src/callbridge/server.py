@@ -87,7 +87,10 @@ class Server:
                 settings.trunk, host=host, port=port))
         self.sip = SipService(settings)
         await self.sip.start()
-        self.ports = PortAllocator.from_settings(settings.media, self.sip.local_address[0])
+        media = settings.media
+        self.ports = PortAllocator(self.sip.local_address[0], media.rtp_port_min,
+                                   media.rtp_port_max,
+                                   public_host=media.public_host or settings.sip.public_host)
         self.worker = CallbackWorker(self.store, retries=settings.callbacks.retries,
                                      backoff_base=settings.callbacks.backoff_base)
         self.calls = CallService(settings, self.store, self.sip, self.ports, self._executor,
