@@ -14,8 +14,8 @@ processes). The relay runs here, on this process's event loop, and is measured h
 - memory: resident set growth per call once the calls are set up and running, and the Python
   heap per call (``tracemalloc``) in a separate small run.
 
-Each load runs without and then with a recording sink that, like the recorder, keeps the
-payloads and decodes them in one batch per leg per second. ``--loop-reactor`` registers each
+Each load runs without and then with the real recorder on every call (stereo WAVs written
+to a temporary folder by a worker thread, flushed once a second). ``--loop-reactor`` registers each
 socket with the event loop instead of one epoll set (see ``media/reactor.py``), to compare.
 """
 
@@ -27,14 +27,18 @@ import multiprocessing
 import os
 import resource
 import selectors
+import shutil
 import socket
 import struct
 import sys
+import tempfile
 import time
 import tracemalloc
-from collections import defaultdict
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,8 +46,8 @@ import numpy as np
 from callbridge.media import reactor
 from callbridge.media.bridge import Bridge
 from callbridge.media.endpoint import LegEndpoint, LegMedia
-from callbridge.media.g711 import ULAW_DECODE
 from callbridge.media.ports import PortAllocator
+from callbridge.recordings.recorder import Recorder
 
 HOST = "127.0.0.1"
 PERIOD = 0.02
@@ -122,20 +126,17 @@ def _gen_socket() -> socket.socket:
 # -- the relay side --------------------------------------------------------------------------
 
 
-class BatchingSink:
-    """Stands in for the recorder: keep payloads per leg, decode them once a second."""
-
-    def __init__(self) -> None:
-        self.pending: defaultdict[str, list[bytes]] = defaultdict(list)
-        self.decoded = 0
-
-    def on_audio(self, leg_key: str, payload: bytes, codec: str, arrival: float) -> None:
-        self.pending[leg_key].append(payload)
-
-    def flush(self) -> None:
-        pending, self.pending = self.pending, defaultdict(list)
-        for payloads in pending.values():
-            self.decoded += ULAW_DECODE[np.frombuffer(b"".join(payloads), dtype=np.uint8)].size
+def recorders(calls: int, folder: Path, executor: ThreadPoolExecutor,
+              loop: asyncio.AbstractEventLoop) -> list[Recorder]:
+    """The real recorder, one per call, writing stereo WAVs as calls do in production."""
+    out = []
+    for _ in range(calls):
+        call_id = str(uuid.uuid4())
+        recorder = Recorder(folder / f"crm_{call_id}.wav", start=loop.time(), executor=executor,
+                            now=loop.time, left_legs={f"{call_id}/agent"})
+        recorder.flush_every(loop)
+        out.append(recorder)
+    return out
 
 
 @dataclass
@@ -167,8 +168,10 @@ async def run_load(calls: int, sink: bool, args: argparse.Namespace) -> Result:
         reactor._reactors[loop] = reactor.LoopReactor(loop)
     pairs = await open_calls(allocator, calls)
     legs = [leg for pair in pairs for leg in pair]
-    recorder = BatchingSink() if sink else None
-    bridges = [Bridge(a, b, recorder) for a, b in pairs]
+    folder = Path(tempfile.mkdtemp(prefix="callbridge-bench-"))
+    executor = ThreadPoolExecutor(2)
+    sinks = recorders(calls, folder, executor, loop) if sink else [None] * calls
+    bridges = [Bridge(a, b, recorder) for (a, b), recorder in zip(pairs, sinks, strict=True)]
 
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
@@ -178,7 +181,6 @@ async def run_load(calls: int, sink: bool, args: argparse.Namespace) -> Result:
     gen_ports = await _receive(parent)
     for i, leg in enumerate(legs):
         leg.set_media(LegMedia(HOST, gen_ports[i % GEN_SOCKETS], 0, "PCMU"))
-    flusher = _every(loop, 1.0, recorder.flush) if recorder else None
     parent.send("go")
     start: float = await _receive(parent)
     window_start = start + args.warmup
@@ -190,8 +192,11 @@ async def run_load(calls: int, sink: bool, args: argparse.Namespace) -> Result:
     rss_after = _rss()
     sent, received, latencies = await _receive(parent)
     process.join()
-    if flusher is not None:
-        flusher.cancel()
+    for recorder in sinks:
+        if recorder is not None:
+            await recorder.close()
+    executor.shutdown()
+    shutil.rmtree(folder, ignore_errors=True)
     for bridge in bridges:
         bridge.close()
     for leg in legs:
@@ -227,15 +232,6 @@ async def heap_per_call(calls: int = 100) -> float:
         a.close()
         b.close()
     return size / calls
-
-
-def _every(loop: asyncio.AbstractEventLoop, interval: float, action: Any) -> asyncio.Task[None]:
-    async def repeat() -> None:
-        while True:
-            await asyncio.sleep(interval)
-            action()
-
-    return loop.create_task(repeat())
 
 
 async def _receive(conn: Connection) -> Any:
