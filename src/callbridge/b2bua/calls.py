@@ -69,6 +69,7 @@ from callbridge.sip.sdp import (
     SessionDescription,
     accept_answer,
     build_offer,
+    negotiate,
 )
 from callbridge.sip.useragent import (
     Answered,
@@ -314,9 +315,14 @@ class CallRunner:
             return endpoint is not None
         try:
             remote = SessionDescription.parse(sdp)
-            media = accept_answer(self.offers[leg], remote) if not offer else None
-            if media is None:
-                return True  # a re-offer: we answered with our SDP; keep the media as is
+            if offer:  # a re-INVITE from the far end: follow its new address (RFC 3264 §8)
+                host, port = endpoint.advertised_address
+                media = negotiate(remote, MediaCapabilities(host, port),
+                                  self.offers[leg].origin).media
+                if media.on_hold:
+                    return True  # they do not want our audio for now: keep the last target
+            else:
+                media = accept_answer(self.offers[leg], remote)
             endpoint.set_media(LegMedia(
                 media.remote_address, media.remote_port, media.codec.payload_type,
                 media.codec.name.upper(), media.telephone_event_pt, media.ptime))
