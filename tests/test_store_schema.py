@@ -30,7 +30,7 @@ from callbridge.store.sqlite import SqliteStore
 
 TABLES = {
     "schema_migrations", "accounts", "api_keys", "caller_ids", "agents", "calls", "legs",
-    "callback_outbox",
+    "callback_outbox", "server_secrets", "signin_links", "launch_tokens_used",
 }  # fmt: skip
 
 
@@ -232,7 +232,7 @@ def test_migrations_are_applied_once_and_recorded(tmp_path: Path) -> None:
     tables = {row[0] for row in query(path, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert tables == TABLES
     recorded = query(path, "SELECT version, applied_at FROM schema_migrations")
-    assert [row[0] for row in recorded] == [m.version for m in MIGRATIONS] == [1, LATEST_VERSION]
+    assert [row[0] for row in recorded] == [m.version for m in MIGRATIONS] == [1, 2, LATEST_VERSION]
     assert all(str(row[1]).endswith("+00:00") for row in recorded)
     schema = query(path, "SELECT sql FROM sqlite_master ORDER BY name")
 
@@ -260,9 +260,9 @@ def test_a_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         conn.execute("INSERT INTO schema_migrations VALUES (99, '2030-01-01T00:00:00+00:00')")
     conn.close()
-    with pytest.raises(StorageError, match=r"schema is version 99, newer than .* \(2\)"):
+    with pytest.raises(StorageError, match=r"schema is version 99, newer than .* \(3\)"):
         open_and_close(path)
-    assert [r[0] for r in query(path, "SELECT version FROM schema_migrations")] == [1, 2, 99]
+    assert [r[0] for r in query(path, "SELECT version FROM schema_migrations")] == [1, 2, 3, 99]
 
 
 def test_a_failing_migration_leaves_the_database_as_it_was(
@@ -277,19 +277,19 @@ def test_a_failing_migration_leaves_the_database_as_it_was(
     )
     with pytest.raises(StorageError, match="no such table: nowhere"):
         open_and_close(path)
-    assert query(path, "SELECT version FROM schema_migrations") == [(1,), (2,)]
+    assert query(path, "SELECT version FROM schema_migrations") == [(1,), (2,), (3,)]
     assert query(path, "SELECT name FROM sqlite_master WHERE name = 'extra'") == []
 
 
 def test_a_new_migration_is_applied_on_top(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "cb.db"
     open_and_close(path)
-    v3 = Migration(3, "ALTER TABLE calls ADD COLUMN notes TEXT;")
+    v4 = Migration(4, "ALTER TABLE calls ADD COLUMN notes TEXT;")
     monkeypatch.setattr(
-        sqlite_backend, "migrate", functools.partial(migrate, migrations=(*MIGRATIONS, v3))
+        sqlite_backend, "migrate", functools.partial(migrate, migrations=(*MIGRATIONS, v4))
     )
     open_and_close(path)
-    assert [r[0] for r in query(path, "SELECT version FROM schema_migrations")] == [1, 2, 3]
+    assert [r[0] for r in query(path, "SELECT version FROM schema_migrations")] == [1, 2, 3, 4]
     assert "notes" in {row[1] for row in query(path, "PRAGMA table_info(calls)")}
 
 
@@ -332,7 +332,7 @@ def test_a_v1_database_is_migrated_to_v2_keeping_its_rows(tmp_path: Path) -> Non
 
     account, old, new = asyncio.run(main())
     versions = [r[0] for r in query(path, "SELECT version FROM schema_migrations")]
-    assert versions == [1, 2]
+    assert versions == [1, 2, 3]
     for table in ("accounts", "calls"):
         columns = {row[1]: row[2] for row in query(path, f"PRAGMA table_info({table})")}
         assert (columns["agent_confirm"], columns["time_limit"]) == ("TEXT", "INTEGER")

@@ -6,6 +6,9 @@
     callbridge key create|list ACCOUNT          callbridge key revoke KEY_ID_OR_PREFIX
     callbridge callerid add|remove ACCOUNT NUMBER        callbridge callerid list ACCOUNT
     callbridge agent add|remove ACCOUNT CRM_USERNAME     callbridge agent list ACCOUNT
+    callbridge agent add ACCOUNT CRM_USERNAME --password   (read from the terminal or stdin)
+    callbridge agent password|signin-link ACCOUNT CRM_USERNAME
+    callbridge account launch-secret ACCOUNT
     callbridge calls list [--account ACCOUNT] [--limit N]
     callbridge calls show CALL_ID
     callbridge callbacks list [--account ACCOUNT] [--status STATUS] [--limit N]
@@ -172,7 +175,21 @@ def add_commands(
     ):
         parser = _account_argument(action(agents, name, handler, help))
         parser.add_argument("crm_username", metavar="CRM_USERNAME")
+        if name == "add":
+            parser.add_argument("--password", action="store_true",
+                                help="set a softphone password, read from the terminal (or"
+                                     " one line of standard input)")  # fmt: skip
     _account_argument(action(agents, "list", _agent_list, "list an account's agents"))
+    password = _account_argument(action(agents, "password", _agent_password,
+                                        "set an agent's softphone password (read as for add)"))
+    password.add_argument("crm_username", metavar="CRM_USERNAME")
+    link = _account_argument(action(agents, "signin-link", _agent_signin_link,
+                                    "print a one-time softphone sign-in link"))
+    link.add_argument("crm_username", metavar="CRM_USERNAME")
+    link.add_argument("--hours", type=_positive, default=24, metavar="N",
+                      help="the link expires after N hours (default 24)")
+    _account_argument(action(accounts, "launch-secret", _account_launch_secret,
+                             "make (or replace) the softphone launch-token secret, shown once"))
 
     calls = group("calls", "inspect calls")
     _filters(action(calls, "list", _calls_list, "the latest calls, newest first"))
@@ -398,7 +415,7 @@ async def _account_list(args: argparse.Namespace, db: _Database) -> Output:
 
 
 def _account_doc(account: Account) -> dict[str, Any]:
-    return _doc(account, drop=("callback_secret",))
+    return _doc(account, drop=("callback_secret", "launch_secret"))
 
 
 def _account_fields(account: Account) -> list[tuple[str, str]]:
@@ -531,12 +548,16 @@ def _caller_id_doc(account: Account, number: str) -> dict[str, Any]:
 
 async def _agent_add(args: argparse.Namespace, db: _Database) -> Output:
     username = check_crm_username(args.crm_username)
+    password = _read_password() if args.password else ""
     store = await db.store()
     account = await _account(store, args.account)
     if not await store.add_agent(account.id, username):
         raise AdminError(f"account {account.name!r} has an agent {username!r} already")
     agent = await store.get_agent(account.id, username)
     text = f"Agent {username!r} added to account {account.name!r}."
+    if args.password:
+        await store.set_agent_password(account.id, username, _hashed_password(password))
+        text += " Softphone password set."
     doc = _doc(agent) if agent else {"account_id": account.id, "crm_username": username}
     return Output({**doc, "account": account.name}, text)
 
@@ -560,6 +581,82 @@ async def _agent_list(args: argparse.Namespace, db: _Database) -> Output:
     rows = [(a.crm_username, _time(a.created_at)) for a in agents]
     text = _table(("CRM_USERNAME", "ADDED"), rows, f"{account.name!r} has no agents.")
     return Output([{**_doc(a), "account": account.name} for a in agents], text)
+
+
+# -- the softphone's credentials --------------------------------------------------------------
+
+
+def _read_password() -> str:
+    """The new password: asked twice on a terminal, else one line of standard input (never
+    an argument, which other users see in ``ps``)."""
+    from callbridge.softphone.auth import MIN_PASSWORD
+
+    if sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass("Softphone password: ")
+        if getpass.getpass("Again: ") != password:
+            raise AdminError("the passwords differ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < MIN_PASSWORD:
+        raise AdminError(f"the password must have at least {MIN_PASSWORD} characters")
+    return password
+
+
+def _hashed_password(password: str) -> str:
+    from callbridge.softphone.auth import hash_password
+
+    return hash_password(password)
+
+
+async def _agent_password(args: argparse.Namespace, db: _Database) -> Output:
+    username = check_crm_username(args.crm_username)
+    password = _read_password()
+    store = await db.store()
+    account = await _account(store, args.account)
+    if not await store.set_agent_password(account.id, username, _hashed_password(password)):
+        raise AdminError(f"account {account.name!r} has no agent {username!r}")
+    text = f"Softphone password of agent {username!r} of account {account.name!r} set."
+    doc = {"account_id": account.id, "account": account.name, "crm_username": username}
+    return Output(doc, text)
+
+
+async def _agent_signin_link(args: argparse.Namespace, db: _Database) -> Output:
+    from datetime import timedelta
+
+    from callbridge.softphone.auth import SoftphoneAuth
+
+    username = check_crm_username(args.crm_username)
+    public_url = load_settings(args.config, os.environ).http.public_url
+    store = await db.store()
+    account = await _account(store, args.account)
+    if await store.get_agent(account.id, username) is None:
+        raise AdminError(f"account {account.name!r} has no agent {username!r}")
+    ttl = timedelta(hours=args.hours)
+    token = await SoftphoneAuth(store, lambda: datetime.now(UTC)).new_signin_link(
+        account.id, username, ttl)  # fmt: skip
+    url = f"{public_url}/softphone/signin-link?token={token}"
+    expires = _time(datetime.now(UTC) + ttl)
+    text = f"One-time sign-in link for {username!r} ({account.name!r}), until {expires}:\n{url}"
+    return Output({"account_id": account.id, "account": account.name, "crm_username": username,
+                   "url": url, "expires_at": expires}, text)  # fmt: skip
+
+
+async def _account_launch_secret(args: argparse.Namespace, db: _Database) -> Output:
+    from callbridge.softphone.auth import new_launch_secret
+
+    store = await db.store()
+    account = await _account(store, args.account)
+    secret = new_launch_secret()
+    await store.set_launch_secret(account.id, secret)
+    text = (
+        f"Launch secret of account {account.name!r} (id {account.id}):\n{secret}\n\n"
+        "Store it in your CRM's backend now: it signs softphone launch tokens (see\n"
+        "/integration-guide.html), any earlier one stops working, and no command shows it again."
+    )
+    return Output({"account_id": account.id, "account": account.name, "launch_secret": secret},
+                  text)  # fmt: skip
 
 
 # -- calls and callbacks --------------------------------------------------------------------

@@ -25,6 +25,8 @@ from callbridge.api.routes import build_routes
 from callbridge.api.validation import DEFAULT_BODY_LIMIT
 from callbridge.config import Settings
 from callbridge.errors import ConfigError
+from callbridge.softphone.page import softphone_routes
+from callbridge.softphone.presence import Presence
 from callbridge.store.models import Call, Store
 
 __all__ = ["ApiContext", "CallControl", "create_app"]
@@ -91,11 +93,20 @@ class ApiContext:
         object.__setattr__(self, "proxy_networks", networks)
 
 
-def create_app(ctx: ApiContext) -> Starlette:
-    """The REST API as an ASGI application."""
-    app = Starlette(routes=build_routes(ctx), middleware=[Middleware(CatchAllMiddleware)])
+def create_app(ctx: ApiContext, presence: Presence | None = None) -> Starlette:
+    """The REST API, and the browser softphone beside it, as an ASGI application.
+
+    ``presence`` is the registry of connected softphone pages, shared with the call service
+    (which asks whether a ``crm_username`` agent is online); a new one when not given. It is
+    also ``app.state.presence``."""
+    presence = Presence() if presence is None else presence
+    # The softphone's paths (/softphone/..., /integration-guide.html) are its own: no REST
+    # route changes by their presence.
+    routes = [*build_routes(ctx), *softphone_routes(ctx, presence)]
+    app = Starlette(routes=routes, middleware=[Middleware(CatchAllMiddleware)])
     # "/calls/" is not "/calls": an unknown path is a 404 in our shape, never a redirect.
     app.router.redirect_slashes = False
     install_error_handlers(app)
     app.state.ctx = ctx
+    app.state.presence = presence
     return app

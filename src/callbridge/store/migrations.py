@@ -137,8 +137,39 @@ ALTER TABLE calls ADD COLUMN agent_confirm TEXT;
 ALTER TABLE calls ADD COLUMN time_limit INTEGER;
 """
 
+V3 = """
+-- The browser softphone (issue 6). Agents sign in with a password (scrypt, NULL: none set)
+-- or a one-time link; a CRM backend may mint launch tokens with the account's launch secret
+-- (NULL: launch tokens are refused). The session cookie is signed with a per-install secret
+-- kept in server_secrets, made at first start, so every process of one install agrees.
+ALTER TABLE agents ADD COLUMN password_hash TEXT;
+ALTER TABLE accounts ADD COLUMN launch_secret TEXT;
+
+CREATE TABLE server_secrets (
+    name        TEXT PRIMARY KEY,
+    value       TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);
+
+-- One-time sign-in links: only the token's SHA-256 is kept, used_at set once.
+CREATE TABLE signin_links (
+    token_hash    TEXT PRIMARY KEY,
+    account_id    TEXT NOT NULL REFERENCES accounts (id),
+    crm_username  TEXT NOT NULL,
+    expires_at    TEXT NOT NULL,
+    used_at       TEXT
+);
+
+-- Launch tokens seen, kept until they expire: a second use of one is a replay.
+CREATE TABLE launch_tokens_used (
+    token_id    TEXT PRIMARY KEY,
+    expires_at  TEXT NOT NULL
+);
+CREATE INDEX launch_tokens_used_expiry ON launch_tokens_used (expires_at);
+"""
+
 #: Every migration, in order. The last version is the one this code reads and writes.
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, V1), Migration(2, V2))
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, V1), Migration(2, V2), Migration(3, V3))
 LATEST_VERSION = MIGRATIONS[-1].version
 
 _CREATE_VERSIONS = """

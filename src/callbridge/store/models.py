@@ -63,6 +63,8 @@ class Account:
     agent_confirm: str | None = None
     #: Default longest bridged time of a call, in seconds; None for no limit.
     time_limit: int | None = None
+    #: HMAC key of the softphone launch tokens a CRM backend mints; None: refused.
+    launch_secret: str | None = None
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,29 @@ class Store(Protocol):
     async def remove_agent(self, account_id: str, crm_username: str) -> bool: ...
     async def get_agent(self, account_id: str, crm_username: str) -> Agent | None: ...
     async def list_agents(self, account_id: str) -> list[Agent]: ...
+
+    # -- the softphone's credentials ------------------------------------------------------
+    async def set_agent_password(self, account_id: str, crm_username: str,
+                                 password_hash: str | None) -> bool:
+        """Store the agent's password hash (None: no password); False for no such agent."""
+        ...
+    async def get_agent_password(self, account_id: str, crm_username: str) -> str | None: ...
+    async def set_launch_secret(self, account_id: str, secret: str | None) -> bool: ...
+    async def server_secret(self, name: str, candidate: str) -> str:
+        """The secret stored as ``name``; stores ``candidate`` first when there is none, so
+        concurrent first starts agree on one value."""
+        ...
+    async def add_signin_link(self, token_hash: str, account_id: str, crm_username: str,
+                              expires_at: datetime) -> None: ...
+    async def use_signin_link(self, token_hash: str, now: datetime) -> tuple[str, str] | None:
+        """Mark the link used and return its (account_id, crm_username); None when it is
+        unknown, used already or expired."""
+        ...
+    async def use_launch_token(self, token_id: str, expires_at: datetime,
+                               now: datetime) -> bool:
+        """Record a launch token as used; False when it was used before (a replay). Tokens
+        expired by ``now`` are forgotten."""
+        ...
 
     # -- calls ------------------------------------------------------------------------------
     async def create_call(self, call: Call) -> tuple[Call, bool]:

@@ -394,6 +394,69 @@ class SqliteStore:
         sql = "SELECT * FROM agents WHERE account_id = ? ORDER BY crm_username"
         return [_AGENTS.load(row) for row in await self._query("list agents", sql, [account_id])]
 
+    # -- the softphone's credentials ------------------------------------------------------
+
+    async def set_agent_password(
+        self, account_id: str, crm_username: str, password_hash: str | None
+    ) -> bool:
+        sql = "UPDATE agents SET password_hash = ? WHERE account_id = ? AND crm_username = ?"
+        params = [password_hash, account_id, crm_username]
+        return await self._write("set agent password", sql, params) == 1
+
+    async def get_agent_password(self, account_id: str, crm_username: str) -> str | None:
+        sql = "SELECT password_hash FROM agents WHERE account_id = ? AND crm_username = ?"
+        rows = await self._query("get agent password", sql, [account_id, crm_username])
+        return rows[0]["password_hash"] if rows else None
+
+    async def set_launch_secret(self, account_id: str, secret: str | None) -> bool:
+        sql = "UPDATE accounts SET launch_secret = ? WHERE id = ?"
+        return await self._write("set launch secret", sql, [secret, account_id]) == 1
+
+    async def server_secret(self, name: str, candidate: str) -> str:
+        async with self._transaction("server secret") as db:
+            await db.execute(
+                "INSERT INTO server_secrets (name, value, created_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO NOTHING",
+                [name, candidate, _ts(self._now())],
+            )
+            rows = list(await db.execute_fetchall(
+                "SELECT value FROM server_secrets WHERE name = ?", [name]))  # fmt: skip
+        return str(rows[0]["value"])
+
+    async def add_signin_link(
+        self, token_hash: str, account_id: str, crm_username: str, expires_at: datetime
+    ) -> None:
+        sql = (
+            "INSERT INTO signin_links (token_hash, account_id, crm_username, expires_at)"
+            " VALUES (?, ?, ?, ?)"
+        )
+        params = [token_hash, account_id, crm_username, _ts(expires_at)]
+        await self._write("add sign-in link", sql, params)
+
+    async def use_signin_link(self, token_hash: str, now: datetime) -> tuple[str, str] | None:
+        async with self._transaction("use sign-in link") as db:
+            cursor = await db.execute(
+                "UPDATE signin_links SET used_at = ?1 WHERE token_hash = ?2"
+                " AND used_at IS NULL AND expires_at > ?1",
+                [_ts(now), token_hash],
+            )
+            if cursor.rowcount != 1:
+                return None
+            rows = list(await db.execute_fetchall(
+                "SELECT account_id, crm_username FROM signin_links WHERE token_hash = ?",
+                [token_hash]))  # fmt: skip
+        return rows[0]["account_id"], rows[0]["crm_username"]
+
+    async def use_launch_token(self, token_id: str, expires_at: datetime, now: datetime) -> bool:
+        async with self._transaction("use launch token") as db:
+            await db.execute("DELETE FROM launch_tokens_used WHERE expires_at <= ?", [_ts(now)])
+            cursor = await db.execute(
+                "INSERT INTO launch_tokens_used (token_id, expires_at) VALUES (?, ?)"
+                " ON CONFLICT (token_id) DO NOTHING",
+                [token_id, _ts(expires_at)],
+            )
+            return cursor.rowcount == 1
+
     async def _add_pair(self, table: str, column: str, account_id: str, value: str) -> bool:
         sql = (
             f"INSERT INTO {table} (account_id, {column}, created_at) VALUES (?, ?, ?)"

@@ -1,0 +1,179 @@
+"""The softphone's signalling: one WebSocket per page, ``/softphone/ws``, JSON text messages.
+
+Admission, before the socket is accepted (a refused handshake gets HTTP 403 and the close
+code below in the ASGI close, which the tests read):
+
+1. the session cookie (:mod:`callbridge.softphone.auth`) must be valid: else close 4401;
+2. ``Origin`` must be ``[http] public_url``'s origin or one of the account's
+   ``allow_origins``: else close 4403. Browsers send ``Origin`` on every WebSocket
+   handshake and cookies ride along whatever page opened it, so this is what stops another
+   site's page from using the agent's session (cross-site WebSocket hijacking).
+
+While the socket is open the agent is online (:mod:`callbridge.softphone.presence`).
+
+Every message is an object with a ``type``. Page to server:
+
+=========  =================================================  ================================
+type       fields                                              meaning
+=========  =================================================  ================================
+hello      ``version`` (1)                                     first message; answered hello
+call       ``to_number``, ``uuid``, ``from_number``?,          place the pending call
+           ``ticket``? (from a launch token)
+hangup     -                                                   end the current call
+dtmf       ``digits`` (0-9 * # A-D)                            press keys on the customer leg
+mute       ``muted`` (bool)                                    the agent's microphone state
+answer     ``sdp``                                             WebRTC answer to our offer
+offer      ``sdp``                                             WebRTC offer (renegotiation)
+state      anything                                            page state; echoed (keep-alive)
+=========  =================================================  ================================
+
+Server to page:
+
+=========  ===================================================================================
+type       fields
+=========  ===================================================================================
+hello      ``account_id``, ``crm_username``, ``version`` (1): who the session is
+offer      ``sdp``, ``call_id``: the agent leg, as a WebRTC offer the page answers
+answer     ``sdp``
+state      ``state`` (idle, dialing, ringing, bridged, ended), ``call_id``?, ``reason``?,
+           ``started_at``? (ISO-8601, for the page's timer); or an echo of the page's state
+error      ``reason`` (BAD_MESSAGE, NOT_AVAILABLE, ...), ``message``: the page shows it
+=========  ===================================================================================
+
+Today the server answers ``hello`` and echoes ``state``; the call messages are handed to a
+:class:`CallSignals` (the WebRTC/call layer, next), which by default answers ``error``
+``NOT_AVAILABLE``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from callbridge.api.origin import normalize_origin
+from callbridge.softphone.auth import SESSION_COOKIE, Session, SoftphoneAuth
+from callbridge.softphone.presence import Presence
+from callbridge.store.models import Store
+
+__all__ = ["CLOSE_BAD_ORIGIN", "CLOSE_UNAUTHENTICATED", "CallSignals", "Signalling"]
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+#: WebSocket close codes (RFC 6455 §7.4.2: 4000-4999 are the application's own).
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_BAD_ORIGIN = 4403
+#: RFC 6455 §7.4.1: 1009, a message too big to process. An SDP is a few kilobytes.
+CLOSE_TOO_BIG = 1009
+MAX_MESSAGE = 64 * 1024
+CALL_TYPES = ("call", "hangup", "dtmf", "mute", "offer", "answer")
+
+Reply = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class CallSignals(Protocol):
+    """What the call layer does with a page's call messages."""
+
+    async def handle(self, session: Session, message: dict[str, Any], reply: Reply) -> None: ...
+
+
+class NoCalls:
+    """Until the WebRTC leg exists: every call message is answered ``NOT_AVAILABLE``."""
+
+    async def handle(self, session: Session, message: dict[str, Any], reply: Reply) -> None:
+        # TODO(issue 6, webrtc): hand call/hangup/dtmf/mute/offer/answer to softphone.webrtc.
+        await reply({"type": "error", "reason": "NOT_AVAILABLE",
+                     "message": "calls from the softphone are not available yet"})  # fmt: skip
+
+
+class Signalling:
+    """The ``/softphone/ws`` endpoint."""
+
+    def __init__(self, auth: SoftphoneAuth, store: Store, presence: Presence,
+                 public_url: str, calls: CallSignals | None = None) -> None:
+        self.auth = auth
+        self.store = store
+        self.presence = presence
+        self.own_origin = _origin_of(public_url)
+        self.calls: CallSignals = calls or NoCalls()
+
+    async def endpoint(self, websocket: WebSocket) -> None:
+        session = await self.auth.session(websocket.cookies.get(SESSION_COOKIE))
+        if session is None:
+            await websocket.close(CLOSE_UNAUTHENTICATED, "sign in first")
+            return
+        if not await self.origin_allowed(session, websocket.headers.get("origin")):
+            log.warning("softphone %s/%s: refused Origin %r", session.account_id,
+                        session.crm_username, websocket.headers.get("origin"))  # fmt: skip
+            await websocket.close(CLOSE_BAD_ORIGIN, "origin not allowed")
+            return
+        await websocket.accept()
+        with (self.presence.connected(session.account_id, session.crm_username, websocket),
+              suppress(WebSocketDisconnect)):
+            await self._serve(session, websocket)
+
+    async def origin_allowed(self, session: Session, origin: str | None) -> bool:
+        if origin is None:
+            return False
+        wanted = normalize_origin(origin)
+        if wanted == self.own_origin:
+            return True
+        account = await self.store.get_account(session.account_id)
+        allowed = account.allow_origins if account else ()
+        return wanted in {normalize_origin(o) for o in allowed}
+
+    async def _serve(self, session: Session, websocket: WebSocket) -> None:
+        async def reply(message: dict[str, Any]) -> None:
+            await websocket.send_json(message)
+
+        while True:
+            received = await websocket.receive()
+            if received["type"] == "websocket.disconnect":
+                return
+            text = received.get("text") or ""  # a binary frame is no message of ours
+            if len(text) > MAX_MESSAGE:
+                await websocket.close(CLOSE_TOO_BIG, "message too big")
+                return
+            message = _parse(text)
+            if message is None:
+                await reply(_error("BAD_MESSAGE", "expected a JSON object with a 'type'"))
+            else:
+                await self._dispatch(session, message, reply)
+
+    async def _dispatch(self, session: Session, message: dict[str, Any], reply: Reply) -> None:
+        kind = message["type"]
+        if kind == "hello":
+            await reply({"type": "hello", "version": PROTOCOL_VERSION,
+                         "account_id": session.account_id,
+                         "crm_username": session.crm_username})  # fmt: skip
+        elif kind == "state":
+            await reply(message)
+        elif kind in CALL_TYPES:
+            await self.calls.handle(session, message, reply)
+        else:
+            await reply(_error("BAD_MESSAGE", f"unknown message type {kind!r}"))
+
+
+def _parse(text: str) -> dict[str, Any] | None:
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        return None
+    return message
+
+
+def _error(reason: str, text: str) -> dict[str, Any]:
+    return {"type": "error", "reason": reason, "message": text}
+
+
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return normalize_origin(f"{parts.scheme}://{parts.netloc}")
