@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 import pytest
 import uvicorn
@@ -31,7 +33,7 @@ from starlette.routing import Route
 from browser import chromium
 from callbridge.media.g711 import ulaw_decode
 from callbridge.media.relay import Room
-from callbridge.softphone.webrtc import BrowserMedia
+from callbridge.softphone.webrtc import MAX_QUEUED_FRAMES, BrowserMedia, RelayTrack
 from rtp_peer import Lab, RtpPeer, dominant_frequency, level_at, run_lab
 
 PAGE = Path(__file__).parent / "softphone_fixtures" / "page.html"
@@ -163,3 +165,61 @@ def test_negative_control_a_600_hz_microphone_fails_the_440_hz_check() -> None:
     assert not hears_tone(heard.customer_audio, 440.0)
     assert hears_tone(heard.customer_audio, 600.0), dominant_frequency(heard.customer_audio)
     assert level_at(heard.customer_audio, 440.0) < 0.05
+
+
+# -- the shim without a browser -------------------------------------------------------------
+
+
+def test_relay_track_passes_pcmu_through_and_decodes_for_opus_with_a_bounded_queue() -> None:
+    async def main() -> None:
+        track = RelayTrack()
+        track.passthrough = True
+        payloads = [bytes([n]) * 160 for n in range(MAX_QUEUED_FRAMES + 2)]
+        for payload in payloads:
+            track.push(payload)
+        assert track.dropped == 2  # the oldest go: the browser never lags the call
+        first = await track.recv()
+        assert isinstance(first, av.Packet) and bytes(first) == payloads[2]
+        track.passthrough = False
+        second = await track.recv()
+        assert isinstance(second, av.AudioFrame)
+        assert (second.sample_rate, second.samples, second.pts) == (8000, 160, 160)
+        assert np.array_equal(second.to_ndarray().reshape(-1), ulaw_decode(payloads[3]))
+        for _ in range(MAX_QUEUED_FRAMES - 2):
+            await track.recv()
+        silence = await track.recv()  # nothing queued: silence, on time
+        assert isinstance(silence, av.AudioFrame) and not silence.to_ndarray().any()
+        track.stop()
+
+    asyncio.run(main())
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
+    """Poll ``predicate`` on the loop until it holds; fail after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.005)
+
+
+def test_only_the_connected_leg_endpoint_feeds_the_browser() -> None:
+    async def scenario(lab: Lab) -> None:
+        media = BrowserMedia(asyncio.get_running_loop())
+        media.track.passthrough = True
+        try:
+            leg = await lab.leg("agent")
+            leg.set_media(media.leg_media)
+            media.connect(leg.local_address)
+            stranger = await lab.peer()  # RTP Bleed: anyone may aim at the shim's port
+            stranger.send_tone(media.rtp_address, 440.0, frames=3)
+            now = asyncio.get_running_loop().time()
+            for n in range(2):
+                leg.tx.send_generated(bytes([n]) * 160, 0, 160, now + n * 0.02)
+            await eventually(lambda: media.rtp_in == 2 and media.strangers == 3)
+            heard = [bytes(await media.track.recv()) for _ in range(2)]
+            assert heard == [bytes([0]) * 160, bytes([1]) * 160]
+        finally:
+            await media.close()
+
+    run_lab(scenario)
