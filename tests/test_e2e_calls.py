@@ -276,7 +276,7 @@ def test_callback_pending_at_sigkill_is_delivered_after_restart(tmp_path: Path) 
     assert json.loads(again.body)["status"] == "BUSY"
 
 
-def test_softphone_agent_fails_clearly_until_the_softphone_exists(tmp_path: Path) -> None:
+def test_offline_softphone_agent_fails_at_once(tmp_path: Path) -> None:
     async def body() -> None:
         trunk = by_number_trunk(calls=1)
         async with trunk, rig(trunk, tmp_path) as r:
@@ -287,7 +287,7 @@ def test_softphone_agent_fails_clearly_until_the_softphone_exists(tmp_path: Path
             assert payload["status"] == "FAILED" and payload["crm_username"] == "agent.017"
             view = await r.view(call_id)
             assert [(leg["status"], leg["reason"]) for leg in view["legs"]] == [
-                ("FAILED", "SOFTPHONE_UNAVAILABLE")]
+                ("FAILED", "AGENT_OFFLINE")]
             trunk.stop()
         assert trunk.received("INVITE") == []  # nothing was dialled
 

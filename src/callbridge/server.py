@@ -29,6 +29,7 @@ from callbridge.errors import ConfigError, StorageError, TransportError
 from callbridge.media.ports import PortAllocator
 from callbridge.recordings.repair import repair_recordings
 from callbridge.sandbox import SandboxCarrier
+from callbridge.softphone.presence import Presence
 from callbridge.store import open_store
 from callbridge.store.models import Store
 from callbridge.webhooks.delivery import CallbackWorker
@@ -55,6 +56,8 @@ class Server:
     #: The embedded carrier when ``[trunk] mode = "sandbox"``; pass one in to tune it.
     sandbox: SandboxCarrier | None = None
     http_address: tuple[str, int] = ("", 0)
+    #: Connected softphone pages, shared by the HTTP side and the call service.
+    presence: Presence = field(default_factory=Presence)
     _http: QuietUvicorn | None = None
     _http_task: asyncio.Task[None] | None = None
     _http_socket: socket.socket | None = None
@@ -94,7 +97,7 @@ class Server:
         self.worker = CallbackWorker(self.store, retries=settings.callbacks.retries,
                                      backoff_base=settings.callbacks.backoff_base)
         self.calls = CallService(settings, self.store, self.sip, self.ports, self._executor,
-                                 on_finished=self.worker.wake)
+                                 on_finished=self.worker.wake, presence=self.presence)
         recovered = await self.calls.recover()
         if recovered:
             log.warning("ended %d call(s) a previous run left unfinished", recovered)
@@ -108,7 +111,7 @@ class Server:
         ctx = ApiContext(settings=self.settings, store=self.store, calls=self.calls,
                          health=self.health, trusted_proxies=http.trusted_proxy_networks)
         sock = self._http_socket
-        config = uvicorn.Config(create_app(ctx), log_config=None, lifespan="off",
+        config = uvicorn.Config(create_app(ctx, self.presence), log_config=None, lifespan="off",
                                 access_log=False, server_header=False)
         self._http = QuietUvicorn(config)
         self._http_task = asyncio.get_running_loop().create_task(self._http.serve([sock]))

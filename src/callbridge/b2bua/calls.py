@@ -21,6 +21,7 @@ from concurrent.futures import Executor
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from callbridge.b2bua.call import (
     AGENT,
@@ -91,6 +92,18 @@ _SIP_EVENTS = typing.get_args(Event)
 Clock = Callable[[], datetime]
 
 
+class AgentPresence(Protocol):
+    """Which softphone agents have a page open (the softphone package provides it; b2bua
+    sits below it and only asks)."""
+
+    def is_online(self, account_id: str, crm_username: str) -> bool: ...
+
+
+class _NobodyOnline:
+    def is_online(self, account_id: str, crm_username: str) -> bool:
+        return False
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -100,7 +113,8 @@ class CallService:
 
     def __init__(self, settings: Settings, store: Store, sip: SipService, ports: PortAllocator,
                  executor: Executor, *, clock: Clock = utc_now,
-                 on_finished: Callable[[], None] = lambda: None) -> None:
+                 on_finished: Callable[[], None] = lambda: None,
+                 presence: AgentPresence | None = None) -> None:
         self.settings = settings
         self.store = store
         self.sip = sip
@@ -108,6 +122,7 @@ class CallService:
         self.executor = executor
         self.clock = clock
         self.on_finished = on_finished
+        self.presence = presence or _NobodyOnline()
         self.draining = False
         self.runners: dict[str, CallRunner] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -248,10 +263,14 @@ class CallRunner:
     async def run(self) -> None:
         try:
             if self.call.crm_username is not None:
-                # The browser softphone arrives in a later issue: refuse clearly, at once.
+                # An agent with no softphone page open fails at once, not after a ring
+                # timeout; ringing an open page is not wired to the call machine yet.
                 # (sip_code 0: no SIP response was involved; the call ends FAILED.)
-                await self._do(self.machine.handle(
-                    LegFailed(AGENT, 0, "SOFTPHONE_UNAVAILABLE"), self.loop.time()))
+                online = self.service.presence.is_online(self.call.account_id,
+                                                         self.call.crm_username)
+                reason = "SOFTPHONE_UNAVAILABLE" if online else "AGENT_OFFLINE"
+                await self._do(self.machine.handle(LegFailed(AGENT, 0, reason),
+                                                   self.loop.time()))
             else:
                 await self._do(self.machine.start())
             while self.machine.phase is not CallPhase.ENDED:
