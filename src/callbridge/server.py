@@ -29,6 +29,7 @@ from callbridge.errors import ConfigError, StorageError, TransportError
 from callbridge.media.ports import PortAllocator
 from callbridge.recordings.repair import repair_recordings
 from callbridge.sandbox import SandboxCarrier
+from callbridge.softphone.leg import BrowserPhone
 from callbridge.softphone.presence import Presence
 from callbridge.store import open_store
 from callbridge.store.models import Store
@@ -96,8 +97,11 @@ class Server:
                                    public_host=media.public_host or settings.sip.public_host)
         self.worker = CallbackWorker(self.store, retries=settings.callbacks.retries,
                                      backoff_base=settings.callbacks.backoff_base)
+        phone = BrowserPhone(self.presence)
+        self.presence.calls = phone  # the pages' answers and hang-ups reach the ringing legs
         self.calls = CallService(settings, self.store, self.sip, self.ports, self._executor,
-                                 on_finished=self.worker.wake, presence=self.presence)
+                                 on_finished=self.worker.wake, presence=self.presence,
+                                 phone=phone)
         recovered = await self.calls.recover()
         if recovered:
             log.warning("ended %d call(s) a previous run left unfinished", recovered)

@@ -99,6 +99,33 @@ class AgentPresence(Protocol):
     def is_online(self, account_id: str, crm_username: str) -> bool: ...
 
 
+class AgentLeg(Protocol):
+    """A browser agent being rung (or talking): where its audio comes from and goes."""
+
+    @property
+    def media(self) -> LegMedia:
+        """What leg 1's endpoint is given (``set_media``): the browser's loopback RTP."""
+        ...
+
+    async def hangup(self) -> None:
+        """The call is over for the agent (Cancel or Bye of leg 1): tell the page, free
+        the media. Idempotent."""
+        ...
+
+
+class AgentPhone(Protocol):
+    """Rings a softphone agent's page instead of dialling SIP (the softphone package provides
+    it). The leg reports into ``events`` with the call machine's own events for leg 1:
+    ``LegAnswered``, ``LegFailed`` (e.g. 603 DECLINED) and ``LegHungUp``."""
+
+    async def ring(self, call_id: str, account_id: str, crm_username: str, to_number: str,
+                   endpoint: tuple[str, int],
+                   events: asyncio.Queue[typing.Any]) -> AgentLeg | None:
+        """Ring the agent's newest page; ``endpoint`` is leg 1's RTP socket (the browser's
+        audio goes there). None when no page took the ring."""
+        ...
+
+
 class _NobodyOnline:
     def is_online(self, account_id: str, crm_username: str) -> bool:
         return False
@@ -114,7 +141,8 @@ class CallService:
     def __init__(self, settings: Settings, store: Store, sip: SipService, ports: PortAllocator,
                  executor: Executor, *, clock: Clock = utc_now,
                  on_finished: Callable[[], None] = lambda: None,
-                 presence: AgentPresence | None = None) -> None:
+                 presence: AgentPresence | None = None,
+                 phone: AgentPhone | None = None) -> None:
         self.settings = settings
         self.store = store
         self.sip = sip
@@ -123,6 +151,7 @@ class CallService:
         self.clock = clock
         self.on_finished = on_finished
         self.presence = presence or _NobodyOnline()
+        self.phone = phone
         self.draining = False
         self.runners: dict[str, CallRunner] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -230,6 +259,8 @@ class CallRunner:
         #: What plays to the agent: the confirmation prompt, then ringback.
         self.ringback: Player | None = None
         self.recorder: Recorder | None = None
+        #: Leg 1 when the agent is a softphone page (``crm_username``) rather than SIP.
+        self.browser: AgentLeg | None = None
 
     def post(self, event: CallEvent) -> None:
         self.queue.put_nowait(event)
@@ -262,13 +293,13 @@ class CallRunner:
 
     async def run(self) -> None:
         try:
-            if self.call.crm_username is not None:
+            crm_username = self.call.crm_username
+            if crm_username is not None and (
+                    self.service.phone is None
+                    or not self.service.presence.is_online(self.call.account_id, crm_username)):
                 # An agent with no softphone page open fails at once, not after a ring
-                # timeout; ringing an open page is not wired to the call machine yet.
-                # (sip_code 0: no SIP response was involved; the call ends FAILED.)
-                online = self.service.presence.is_online(self.call.account_id,
-                                                         self.call.crm_username)
-                reason = "SOFTPHONE_UNAVAILABLE" if online else "AGENT_OFFLINE"
+                # timeout. (sip_code 0: no SIP response was involved; the call ends FAILED.)
+                reason = "AGENT_OFFLINE" if self.service.phone else "SOFTPHONE_UNAVAILABLE"
                 await self._do(self.machine.handle(LegFailed(AGENT, 0, reason),
                                                    self.loop.time()))
             else:
@@ -356,6 +387,8 @@ class CallRunner:
         for action in actions:
             if isinstance(action, Dial):
                 await self._dial(action.leg)
+            elif isinstance(action, Cancel | Bye) and action.leg == AGENT and self.browser:
+                await self.browser.hangup()
             elif isinstance(action, Cancel | Bye):
                 sip_leg = self.sip_legs.get(action.leg)
                 if sip_leg is not None:
@@ -396,6 +429,9 @@ class CallRunner:
         self.endpoints[leg] = endpoint
         if leg == AGENT:  # the agent's keypresses: confirmation now, more later
             endpoint.set_digit_handler(lambda _key, digit: self.post(DtmfReceived(AGENT, digit)))
+            if call.crm_username is not None:
+                await self._ring_browser(call.crm_username, endpoint)
+                return
         host, port = endpoint.advertised_address
         offer = build_offer(MediaCapabilities(host, port),
                             Origin("callbridge", str(secrets.randbits(31)), 1, host))
@@ -414,6 +450,19 @@ class CallRunner:
             self.log.warning("leg %d: cannot dial: %s", leg, exc)
             self.post(LegFailed(leg, 503, "TRUNK_UNAVAILABLE"))
         self.log.info("leg %d dialling %s", leg, number)
+
+    async def _ring_browser(self, crm_username: str, endpoint: LegEndpoint) -> None:
+        """Leg 1 is the agent's softphone page: its loopback RTP stands in for a SIP phone's,
+        so the room, ringback and recording see an ordinary leg endpoint."""
+        assert self.service.phone is not None
+        self.browser = await self.service.phone.ring(
+            self.call.call_id, self.call.account_id, crm_username, self.call.to_number,
+            endpoint.local_address, self.queue)
+        if self.browser is None:
+            self.post(LegFailed(AGENT, 0, "AGENT_OFFLINE"))
+            return
+        endpoint.set_media(self.browser.media)
+        self.log.info("leg %d ringing softphone %s", AGENT, crm_username)
 
     def _play_to_agent(self, tone: ToneGenerator) -> None:
         self._stop_ringback()
@@ -477,6 +526,9 @@ class CallRunner:
         """Every exit path: legs let go, media closed, recording finalized, final state and
         callback stored in one transaction, callback worker woken."""
         self._stop_ringback()
+        if self.browser is not None:
+            with contextlib.suppress(Exception):
+                await self.browser.hangup()
         for sip_leg in self.sip_legs.values():
             if not sip_leg.ended:
                 sip_leg.hangup()

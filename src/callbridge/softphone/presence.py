@@ -16,7 +16,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from callbridge.softphone.signalling import CallSignals
 
 __all__ = ["Connection", "Presence"]
 
@@ -36,6 +39,8 @@ class Presence:
 
     def __init__(self) -> None:
         self._pages: dict[_Agent, list[Connection]] = {}
+        #: Where the pages' call messages go (the server's BrowserPhone); None: nowhere.
+        self.calls: CallSignals | None = None
 
     def is_online(self, account_id: str, crm_username: str) -> bool:
         return bool(self._pages.get((account_id, crm_username)))

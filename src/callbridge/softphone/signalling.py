@@ -40,9 +40,12 @@ state      ``state`` (idle, dialing, ringing, bridged, ended), ``call_id``?, ``r
 error      ``reason`` (BAD_MESSAGE, NOT_AVAILABLE, ...), ``message``: the page shows it
 =========  ===================================================================================
 
-Today the server answers ``hello`` and echoes ``state``; the call messages are handed to a
-:class:`CallSignals` (the WebRTC/call layer, next), which by default answers ``error``
-``NOT_AVAILABLE``.
+The server answers ``hello`` and echoes ``state``; the call messages are handed to a
+:class:`CallSignals`: the one given, else ``Presence.calls`` (the server puts its
+:class:`~callbridge.softphone.leg.BrowserPhone` there), else one that answers ``error``
+``NOT_AVAILABLE``. A call rung to the page (:mod:`callbridge.softphone.leg`) adds
+``incoming`` (server to page: ``call_id``, ``to_number``), ``answer`` both ways with a
+``call_id`` (the page's offer in, our answer out) and ``hangup`` both ways with a ``call_id``.
 """
 
 from __future__ import annotations
@@ -82,6 +85,10 @@ class CallSignals(Protocol):
 
     async def handle(self, session: Session, message: dict[str, Any], reply: Reply) -> None: ...
 
+    async def closed(self, session: Session, reply: Reply) -> None:
+        """The page whose messages came with ``reply`` is gone (its calls end)."""
+        ...
+
 
 class NoCalls:
     """Until the WebRTC leg exists: every call message is answered ``NOT_AVAILABLE``."""
@@ -90,6 +97,9 @@ class NoCalls:
         # TODO(issue 6, webrtc): hand call/hangup/dtmf/mute/offer/answer to softphone.webrtc.
         await reply({"type": "error", "reason": "NOT_AVAILABLE",
                      "message": "calls from the softphone are not available yet"})  # fmt: skip
+
+    async def closed(self, session: Session, reply: Reply) -> None:
+        return None
 
 
 class Signalling:
@@ -101,7 +111,11 @@ class Signalling:
         self.store = store
         self.presence = presence
         self.own_origin = _origin_of(public_url)
-        self.calls: CallSignals = calls or NoCalls()
+        self._calls = calls
+
+    @property
+    def calls(self) -> CallSignals:
+        return self._calls or self.presence.calls or NoCalls()
 
     async def endpoint(self, websocket: WebSocket) -> None:
         session = await self.auth.session(websocket.cookies.get(SESSION_COOKIE))
@@ -114,9 +128,16 @@ class Signalling:
             await websocket.close(CLOSE_BAD_ORIGIN, "origin not allowed")
             return
         await websocket.accept()
-        with (self.presence.connected(session.account_id, session.crm_username, websocket),
-              suppress(WebSocketDisconnect)):
-            await self._serve(session, websocket)
+
+        async def reply(message: dict[str, Any]) -> None:
+            await websocket.send_json(message)
+
+        try:
+            with (self.presence.connected(session.account_id, session.crm_username, websocket),
+                  suppress(WebSocketDisconnect)):
+                await self._serve(session, websocket, reply)
+        finally:
+            await self.calls.closed(session, reply)  # closing mid-call is hanging up
 
     async def origin_allowed(self, session: Session, origin: str | None) -> bool:
         if origin is None:
@@ -128,10 +149,7 @@ class Signalling:
         allowed = account.allow_origins if account else ()
         return wanted in {normalize_origin(o) for o in allowed}
 
-    async def _serve(self, session: Session, websocket: WebSocket) -> None:
-        async def reply(message: dict[str, Any]) -> None:
-            await websocket.send_json(message)
-
+    async def _serve(self, session: Session, websocket: WebSocket, reply: Reply) -> None:
         while True:
             received = await websocket.receive()
             if received["type"] == "websocket.disconnect":

@@ -11,7 +11,8 @@
     signin: $("signin"), phone: $("phone"), form: $("signin-form"), who: $("who"),
     number: $("number"), state: $("state"), timer: $("timer"), notice: $("notice"),
     call: $("call"), hangup: $("hangup"), mute: $("mute"), keypad: $("keypad"),
-    signout: $("signout"),
+    signout: $("signout"), incoming: $("incoming"), incomingText: $("incoming-text"),
+    answer: $("answer"), decline: $("decline"), remote: $("remote"),
   };
 
   let socket = null;
@@ -21,6 +22,10 @@
   let timerHandle = null;
   let retryDelay = 1000;
   let microphone = null;    // MediaStream once granted
+  let ringing = null;       // the "incoming" message of a call ringing this page
+  let callId = null;        // the call this page answered
+  let pc = null;            // its RTCPeerConnection
+  let analyser = null;      // what the agent hears, for window.dominantHz()
 
   // -- notices ---------------------------------------------------------------------------
 
@@ -66,6 +71,74 @@
         notify("Your microphone was disconnected. Plug it back in: the other side cannot hear you.");
       }
     });
+  }
+
+  // -- WebRTC: the page offers (no trickle: ICE gathered first), callbridge answers ---------
+
+  function preferPcmu(transceiver) {
+    // G.711 first: the trunk then hears the agent untranscoded (RFC 8829 §4.2.4.1).
+    if (!transceiver.setCodecPreferences || !RTCRtpReceiver.getCapabilities) return;
+    const codecs = RTCRtpReceiver.getCapabilities("audio").codecs;
+    const kind = (c, mime) => c.mimeType.toLowerCase() === mime;
+    transceiver.setCodecPreferences([...codecs.filter((c) => kind(c, "audio/pcmu")),
+      ...codecs.filter((c) => kind(c, "audio/opus"))]);
+  }
+
+  function listen(stream) {
+    // Chrome feeds a remote WebRTC stream to Web Audio only once a media element plays it.
+    ui.remote.srcObject = stream;
+    ui.remote.play().catch(() => {});
+    const context = new AudioContext();
+    context.resume();
+    analyser = context.createAnalyser();
+    analyser.fftSize = 8192;
+    analyser.smoothingTimeConstant = 0;
+    context.createMediaStreamSource(stream).connect(analyser);
+  }
+
+  // The strongest frequency the agent hears (Hz), or null while silent: for tests and
+  // for a "no audio" hint.
+  window.dominantHz = function () {
+    if (!analyser) return null;
+    const bins = new Float32Array(analyser.frequencyBinCount);
+    analyser.getFloatFrequencyData(bins);
+    const hzPerBin = analyser.context.sampleRate / analyser.fftSize;
+    let best = -1;
+    for (let i = Math.ceil(50 / hzPerBin); i < bins.length; i++) {
+      if (best < 0 || bins[i] > bins[best]) best = i;
+    }
+    if (best < 0 || bins[best] < -70) return null;
+    return best * hzPerBin;
+  };
+
+  async function offer(mic) {
+    pc = new RTCPeerConnection();
+    pc.ontrack = (event) => listen(event.streams[0] || new MediaStream([event.track]));
+    const transceiver = pc.addTransceiver(mic.getAudioTracks()[0],
+      { direction: "sendrecv", streams: [mic] });
+    preferPcmu(transceiver);
+    await pc.setLocalDescription(await pc.createOffer());
+    if (pc.iceGatheringState !== "complete") {
+      await new Promise((resolve) => {
+        pc.addEventListener("icegatheringstatechange", () => {
+          if (pc.iceGatheringState === "complete") resolve();
+        });
+      });
+    }
+    return pc.localDescription.sdp;
+  }
+
+  function endMedia() {
+    if (pc) pc.close();
+    pc = null;
+    callId = null;
+  }
+
+  function showIncoming(message) {
+    ringing = message;
+    ui.incoming.hidden = !message;
+    ui.incomingText.textContent = message ? "Incoming call for " + message.to_number : "";
+    if (message) ui.number.value = message.to_number;
   }
 
   // -- call state and timer --------------------------------------------------------------
@@ -124,6 +197,8 @@
     };
     socket.onclose = async () => {
       socket = null;
+      showIncoming(null);  // the server hangs up a page that went away
+      if (callId) endMedia();
       setState(callState === "bridged" ? "ended" : callState);
       ui.state.textContent = "Disconnected — reconnecting…";
       // A refused handshake looks like any other close: ask whether we are still signed in.
@@ -143,12 +218,22 @@
       case "state":
         if (message.state) setState(message.state, message.reason);
         break;
-      case "offer":
-        // TODO(webrtc): setRemoteDescription(offer), add the microphone track, createAnswer,
-        // then send({type: "answer", sdp}); play the remote track in <audio id="remote">.
+      case "incoming":
+        showIncoming(message);
         break;
       case "answer":
-        // TODO(webrtc): setRemoteDescription(answer) after a renegotiation we offered.
+        if (pc && message.call_id === callId) {
+          pc.setRemoteDescription({ type: "answer", sdp: message.sdp })
+            .then(() => setState("ringing"))
+            .catch((err) => notify("Audio could not start: " + err.message));
+        }
+        break;
+      case "hangup":
+        if (ringing && ringing.call_id === message.call_id) showIncoming(null);
+        if (message.call_id === callId) {
+          endMedia();
+          setState("ended");
+        }
         break;
       case "error":
         notify(message.message || message.reason);
@@ -177,9 +262,31 @@
     setState("dialing");
   });
 
+  ui.answer.addEventListener("click", async () => {
+    const call = ringing;
+    if (!call) return;
+    showIncoming(null);
+    notify("");
+    try {
+      const sdp = await offer(await getMicrophone());
+      callId = call.call_id;
+      send({ type: "answer", call_id: call.call_id, sdp: sdp });
+      setState("dialing");
+    } catch (err) {
+      send({ type: "hangup", call_id: call.call_id });
+      endMedia();
+      notify(err.message);
+    }
+  });
+
+  ui.decline.addEventListener("click", () => {
+    if (ringing) send({ type: "hangup", call_id: ringing.call_id });
+    showIncoming(null);
+  });
+
   ui.hangup.addEventListener("click", () => {
-    send({ type: "hangup" });
-    // TODO(webrtc): close the RTCPeerConnection.
+    send(callId ? { type: "hangup", call_id: callId } : { type: "hangup" });
+    endMedia();
     setState("ended");
   });
 

@@ -1,0 +1,154 @@
+"""The browser softphone as leg 1 of a call: ringing the page, answering, hanging up.
+
+:class:`BrowserPhone` is the call service's :class:`~callbridge.b2bua.calls.AgentPhone` (the
+runner rings it instead of dialling SIP) and the signalling's
+:class:`~callbridge.softphone.signalling.CallSignals` (the page's messages about the call
+come back through it). One :class:`BrowserLeg` per ringing call::
+
+    server -> page   {"type": "incoming", "call_id", "to_number"}     ring: Answer / Decline
+    page -> server   {"type": "answer", "call_id", "sdp"}             Answer: the page's offer
+    server -> page   {"type": "answer", "call_id", "sdp"}             BrowserMedia's answer
+    page -> server   {"type": "hangup", "call_id"}                    Decline, or hang up
+    server -> page   {"type": "hangup", "call_id"}                    the call is over
+
+The page offers (it holds the microphone and waits for ICE gathering: no trickle) and we
+answer; the leg then reports into the call's queue with the call machine's own events, so
+the runner treats the page like a SIP phone: :class:`LegAnswered` once the SDP is answered,
+:class:`LegFailed` 603 when the agent declines (BUSY, like a SIP 603, RFC 3261 §21.6.2),
+:class:`LegHungUp` when the agent hangs up or the page's WebSocket closes mid-call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from typing import Any
+
+from callbridge.b2bua.call import AGENT, LegAnswered, LegFailed, LegHungUp
+from callbridge.media.endpoint import LegMedia
+from callbridge.softphone.auth import Session
+from callbridge.softphone.presence import Presence
+from callbridge.softphone.signalling import Reply
+from callbridge.softphone.webrtc import BrowserMedia
+
+__all__ = ["BrowserLeg", "BrowserPhone", "LegState"]
+
+log = logging.getLogger(__name__)
+
+
+class LegState(enum.Enum):
+    #: The page shows Answer / Decline.
+    RINGING = "ringing"
+    #: The agent answered: media negotiated, the call goes on.
+    ANSWERED = "answered"
+    #: Over (declined, hung up on either side, or the page went away).
+    ENDED = "ended"
+
+
+class BrowserLeg:
+    """One call's agent leg on a softphone page."""
+
+    def __init__(self, phone: BrowserPhone, call_id: str, account_id: str, crm_username: str,
+                 media: BrowserMedia, events: asyncio.Queue[Any]) -> None:
+        self.phone = phone
+        self.call_id = call_id
+        self.agent = (account_id, crm_username)
+        self.browser = media
+        self.events = events
+        self.state = LegState.RINGING
+        #: The page that answered: only its closing ends the call.
+        self.page: Reply | None = None
+
+    @property
+    def media(self) -> LegMedia:
+        return self.browser.leg_media
+
+    async def answer(self, sdp: str, reply: Reply) -> None:
+        if self.state is not LegState.RINGING:
+            await reply(_error("NOT_RINGING", "this call is not ringing"))
+            return
+        try:
+            answer = await self.browser.answer(sdp)
+        except ValueError as exc:
+            log.warning("call %s: the page's offer is unusable: %s", self.call_id, exc)
+            await reply(_error("BAD_SDP", str(exc)))
+            await self._end(LegFailed(AGENT, 488, "NO_COMMON_CODEC"))
+            return
+        self.state, self.page = LegState.ANSWERED, reply
+        await reply({"type": "answer", "call_id": self.call_id, "sdp": answer})
+        self.events.put_nowait(LegAnswered(AGENT))
+
+    async def page_hangup(self) -> None:
+        """Decline while ringing; hang up once answered."""
+        if self.state is LegState.RINGING:
+            await self._end(LegFailed(AGENT, 603, "DECLINED"))
+        elif self.state is LegState.ANSWERED:
+            await self._end(LegHungUp(AGENT, "AGENT_HANGUP"))
+
+    async def hangup(self) -> None:
+        """The call ended the leg: the page is told, the media closed."""
+        if self.state is LegState.ENDED:
+            return
+        self.state = LegState.ENDED
+        self.phone.legs.pop(self.call_id, None)
+        await self.phone.presence.send(*self.agent, {"type": "hangup", "call_id": self.call_id})
+        await self.browser.close()
+
+    async def _end(self, event: LegFailed | LegHungUp) -> None:
+        self.state = LegState.ENDED
+        self.phone.legs.pop(self.call_id, None)
+        self.events.put_nowait(event)
+        await self.browser.close()
+
+
+class BrowserPhone:
+    """Rings softphone pages for the call service; takes the pages' call messages."""
+
+    def __init__(self, presence: Presence) -> None:
+        self.presence = presence
+        self.legs: dict[str, BrowserLeg] = {}
+
+    async def ring(self, call_id: str, account_id: str, crm_username: str, to_number: str,
+                   endpoint: tuple[str, int], events: asyncio.Queue[Any]) -> BrowserLeg | None:
+        media = BrowserMedia(asyncio.get_running_loop())
+        media.connect(endpoint)
+        leg = BrowserLeg(self, call_id, account_id, crm_username, media, events)
+        self.legs[call_id] = leg
+        rung = await self.presence.send(account_id, crm_username, {
+            "type": "incoming", "call_id": call_id, "to_number": to_number})
+        if not rung:
+            self.legs.pop(call_id, None)
+            await media.close()
+            return None
+        return leg
+
+    # -- CallSignals ---------------------------------------------------------------------------
+
+    async def handle(self, session: Session, message: dict[str, Any], reply: Reply) -> None:
+        kind = message["type"]
+        leg = self.legs.get(str(message.get("call_id")))
+        if leg is not None and leg.agent != (session.account_id, session.crm_username):
+            leg = None  # another agent's call is none of this page's business
+        if kind in ("answer", "hangup") and leg is None:
+            await reply(_error("NO_SUCH_CALL", "no such call for this agent"))
+        elif kind == "answer" and leg is not None:
+            sdp = message.get("sdp")
+            if not isinstance(sdp, str) or not sdp:
+                await reply(_error("BAD_MESSAGE", "answer needs an 'sdp'"))
+                return
+            await leg.answer(sdp, reply)
+        elif kind == "hangup" and leg is not None:
+            await leg.page_hangup()
+        else:
+            await reply(_error("NOT_AVAILABLE", f"{kind!r} is not available from the softphone"))
+
+    async def closed(self, session: Session, reply: Reply) -> None:
+        """A page's WebSocket closed: a call it answered is hung up."""
+        for leg in list(self.legs.values()):
+            if leg.page is reply:
+                await leg.page_hangup()
+
+
+def _error(reason: str, text: str) -> dict[str, Any]:
+    return {"type": "error", "reason": reason, "message": text}
