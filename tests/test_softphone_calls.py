@@ -141,3 +141,37 @@ def test_hanging_up_on_the_page_ends_the_call_as_the_agent(tmp_path: Path) -> No
             assert await trunk.wait() == 0, trunk.report()  # the customer got a BYE
 
     run(body, timeout=60)
+
+
+def test_closing_the_page_mid_call_is_the_agent_hanging_up(tmp_path: Path) -> None:
+    async def body() -> None:
+        trunk = by_number_trunk(calls=1, recv_timeout=20)
+        async with trunk, rig(trunk, tmp_path) as r, signed_in_page(r) as page:
+            call_id = await r.place(crm_username=AGENT, to_number=CUSTOMER_1K)
+            await page.click("#answer", timeout=10_000)
+            assert await page_hears(page, 1000.0) == pytest.approx(1000.0, abs=TOLERANCE_HZ)
+            await page.close()  # the WebSocket goes with it
+            payload = await r.callback()
+            assert payload["status"] == "ANSWER" and payload["hangup_source"] == "agent"
+            assert legs_of(await r.view(call_id)) == [("agent", "LEFT", None),
+                                                      ("destination", "LEFT", None)]
+            assert await trunk.wait() == 0, trunk.report()
+
+    run(body, timeout=60)
+
+
+def test_an_unanswered_page_rings_out_and_is_told_so(tmp_path: Path) -> None:
+    async def body() -> None:
+        trunk = by_number_trunk(calls=1)
+        async with trunk, rig(trunk, tmp_path) as r, signed_in_page(r) as page:
+            await r.place(crm_username=AGENT, to_number=CUSTOMER_1K, max_ring_time=5)
+            await page.wait_for_selector("#answer", state="visible", timeout=10_000)
+            payload = await r.callback()
+            assert payload["status"] == "NO_ANSWER"
+            await page_until(page, "document.getElementById('incoming').hidden", 5.0)
+            assert r.server.calls is not None and r.server.calls.phone is not None
+            assert r.server.calls.phone.legs == {}  # type: ignore[attr-defined]
+            trunk.stop()
+        assert trunk.received("INVITE") == []
+
+    run(body, timeout=60)
