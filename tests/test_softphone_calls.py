@@ -86,6 +86,8 @@ def test_answered_on_the_page_is_bridged_heard_recorded_and_reported(tmp_path: P
             await page.click("#answer")
             heard = await page_hears(page, 1000.0)
             assert heard == pytest.approx(1000.0, abs=TOLERANCE_HZ)
+            await page_until(page, "document.getElementById('state').textContent"
+                                   " === 'Connected'", 2.0)  # told of the bridge
             payload = await r.callback()
             assert payload["call_id"] == call_id and payload["status"] == "ANSWER"
             assert payload["crm_username"] == AGENT

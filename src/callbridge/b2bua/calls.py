@@ -112,6 +112,10 @@ class AgentLeg(Protocol):
         the media. Idempotent."""
         ...
 
+    async def bridged(self, started_at: datetime) -> None:
+        """The customer answered: talk time runs from ``started_at`` (the page's timer)."""
+        ...
+
 
 class AgentPhone(Protocol):
     """Rings a softphone agent's page instead of dialling SIP (the softphone package provides
@@ -506,6 +510,8 @@ class CallRunner:
             self.room.sink = self.recorder
         self.call = replace(self.call, call_status=CallStatus.ANSWER, start_time=now)
         await self.service.store.update_call(self.call)
+        if self.browser is not None:
+            await self.browser.bridged(now)
 
     async def _leg_changed(self, change: LegChanged) -> None:
         now = self.service.clock()

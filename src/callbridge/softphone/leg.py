@@ -9,6 +9,7 @@ come back through it). One :class:`BrowserLeg` per ringing call::
     page -> server   {"type": "answer", "call_id", "sdp"}             Answer: the page's offer
     server -> page   {"type": "answer", "call_id", "sdp"}             BrowserMedia's answer
     page -> server   {"type": "hangup", "call_id"}                    Decline, or hang up
+    server -> page   {"type": "state", "state": "bridged", "call_id", "started_at"}
     server -> page   {"type": "hangup", "call_id"}                    the call is over
 
 The page offers (it holds the microphone and waits for ICE gathering: no trickle) and we
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from datetime import datetime
 from typing import Any
 
 from callbridge.b2bua.call import AGENT, LegAnswered, LegFailed, LegHungUp
@@ -78,6 +80,15 @@ class BrowserLeg:
         self.state, self.page = LegState.ANSWERED, reply
         await reply({"type": "answer", "call_id": self.call_id, "sdp": answer})
         self.events.put_nowait(LegAnswered(AGENT))
+
+    async def bridged(self, started_at: datetime) -> None:
+        """The customer answered: the page shows Connected and times the call from here."""
+        if self.state is LegState.ANSWERED and self.page is not None:
+            try:
+                await self.page({"type": "state", "state": "bridged", "call_id": self.call_id,
+                                 "started_at": started_at.isoformat()})  # fmt: skip
+            except Exception as exc:  # a closing socket: its close hangs the call up
+                log.info("call %s: page not told of the bridge: %s", self.call_id, exc)
 
     async def page_hangup(self) -> None:
         """Decline while ringing; hang up once answered."""

@@ -216,6 +216,9 @@
         setState(callState);
         break;
       case "state":
+        if (message.state === "bridged" && message.started_at && timerStart === null) {
+          startTimer(Date.parse(message.started_at) || Date.now());
+        }
         if (message.state) setState(message.state, message.reason);
         break;
       case "incoming":
