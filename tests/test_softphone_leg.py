@@ -57,3 +57,39 @@ def test_ring_answer_rules_and_hangup() -> None:
             assert events.empty() and phone.legs == {}
 
     asyncio.run(main())
+
+
+def test_a_bad_offer_fails_the_leg_and_the_page_is_told() -> None:
+    async def main() -> None:
+        presence, page, replies = Presence(), Page(), Page()
+        phone = BrowserPhone(presence)
+        events: asyncio.Queue[Any] = asyncio.Queue()
+        with presence.connected("acc", "ann", page):
+            leg = await phone.ring("c1", "acc", "ann", "9876543100", ("127.0.0.1", 9), events)
+            assert leg is not None
+            await phone.handle(session("ann"), {"type": "answer", "call_id": "c1",
+                                                "sdp": "v=0\r\nnonsense\r\n"}, replies.send_json)
+            assert [m["reason"] for m in replies.sent] == ["BAD_SDP"]
+            assert events.get_nowait() == LegFailed(AGENT, 488, "NO_COMMON_CODEC")
+            assert leg.state is LegState.ENDED and leg.browser.closed and phone.legs == {}
+
+    asyncio.run(main())
+
+
+def test_a_ringing_call_stops_when_the_agents_last_page_closes() -> None:
+    async def main() -> None:
+        presence, first, second = Presence(), Page(), Page()
+        phone = BrowserPhone(presence)
+        events: asyncio.Queue[Any] = asyncio.Queue()
+        with presence.connected("acc", "ann", first):
+            with presence.connected("acc", "ann", second):
+                leg = await phone.ring("c1", "acc", "ann", "9876543100", ("127.0.0.1", 9),
+                                       events)
+                assert leg is not None
+            await phone.closed(session("ann"), second.send_json)
+            assert events.empty() and leg.state is LegState.RINGING  # one tab is still open
+        await phone.closed(session("ann"), first.send_json)
+        assert events.get_nowait() == LegFailed(AGENT, 480, "AGENT_OFFLINE")
+        assert leg.state is LegState.ENDED and phone.legs == {}
+
+    asyncio.run(main())

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 class LegState(enum.Enum):
     #: The page shows Answer / Decline.
     RINGING = "ringing"
+    #: The agent pressed Answer: the page's offer is being answered.
+    ANSWERING = "answering"
     #: The agent answered: media negotiated, the call goes on.
     ANSWERED = "answered"
     #: Over (declined, hung up on either side, or the page went away).
@@ -70,13 +72,18 @@ class BrowserLeg:
         if self.state is not LegState.RINGING:
             await reply(_error("NOT_RINGING", "this call is not ringing"))
             return
+        self.state = LegState.ANSWERING  # a second tab's Answer is refused meanwhile
         try:
             answer = await self.browser.answer(sdp)
-        except ValueError as exc:
+        except Exception as exc:  # ValueError: no common codec; aiortc's own on a bad offer
+            if self.state is not LegState.ANSWERING:
+                return  # the call ended meanwhile
             log.warning("call %s: the page's offer is unusable: %s", self.call_id, exc)
             await reply(_error("BAD_SDP", str(exc)))
-            await self._end(LegFailed(AGENT, 488, "NO_COMMON_CODEC"))
+            await self.end(LegFailed(AGENT, 488, "NO_COMMON_CODEC"))
             return
+        if self.state is not LegState.ANSWERING:
+            return  # hung up (by the call or the page) while we negotiated
         self.state, self.page = LegState.ANSWERED, reply
         await reply({"type": "answer", "call_id": self.call_id, "sdp": answer})
         self.events.put_nowait(LegAnswered(AGENT))
@@ -92,10 +99,10 @@ class BrowserLeg:
 
     async def page_hangup(self) -> None:
         """Decline while ringing; hang up once answered."""
-        if self.state is LegState.RINGING:
-            await self._end(LegFailed(AGENT, 603, "DECLINED"))
+        if self.state in (LegState.RINGING, LegState.ANSWERING):
+            await self.end(LegFailed(AGENT, 603, "DECLINED"))
         elif self.state is LegState.ANSWERED:
-            await self._end(LegHungUp(AGENT, "AGENT_HANGUP"))
+            await self.end(LegHungUp(AGENT, "AGENT_HANGUP"))
 
     async def hangup(self) -> None:
         """The call ended the leg: the page is told, the media closed."""
@@ -106,7 +113,8 @@ class BrowserLeg:
         await self.phone.presence.send(*self.agent, {"type": "hangup", "call_id": self.call_id})
         await self.browser.close()
 
-    async def _end(self, event: LegFailed | LegHungUp) -> None:
+    async def end(self, event: LegFailed | LegHungUp) -> None:
+        """The page side ended the leg: the call hears ``event``; the media is closed."""
         self.state = LegState.ENDED
         self.phone.legs.pop(self.call_id, None)
         self.events.put_nowait(event)
@@ -155,10 +163,15 @@ class BrowserPhone:
             await reply(_error("NOT_AVAILABLE", f"{kind!r} is not available from the softphone"))
 
     async def closed(self, session: Session, reply: Reply) -> None:
-        """A page's WebSocket closed: a call it answered is hung up."""
+        """A page's WebSocket closed: a call it answered is hung up, and a call ringing an
+        agent who now has no page open stops ringing (480, RFC 3261 §21.4.18)."""
+        agent = (session.account_id, session.crm_username)
         for leg in list(self.legs.values()):
             if leg.page is reply:
                 await leg.page_hangup()
+            elif (leg.agent == agent and leg.state is LegState.RINGING
+                  and not self.presence.is_online(*agent)):
+                await leg.end(LegFailed(AGENT, 480, "AGENT_OFFLINE"))
 
 
 def _error(reason: str, text: str) -> dict[str, Any]:
