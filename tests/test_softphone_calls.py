@@ -132,7 +132,9 @@ def test_hanging_up_on_the_page_ends_the_call_as_the_agent(tmp_path: Path) -> No
     async def body() -> None:
         trunk = by_number_trunk(calls=1, recv_timeout=20)
         async with trunk, rig(trunk, tmp_path) as r, signed_in_page(r) as page:
-            call_id = await r.place(crm_username=AGENT, to_number=CUSTOMER_1K)
+            # Clicking Answer is the confirmation: no keypress is waited for.
+            call_id = await r.place(crm_username=AGENT, to_number=CUSTOMER_1K,
+                                    agent_confirm="dtmf")
             await page.click("#answer", timeout=10_000)
             assert await page_hears(page, 1000.0) == pytest.approx(1000.0, abs=TOLERANCE_HZ)
             await page.click("#hangup")

@@ -7,6 +7,10 @@ to the agent, bridge the RTP (:class:`Room`), record (:class:`Recorder`), store 
 change before reporting it, and on the way out store the final state together with its status
 callback (one transaction) and wake the callback worker. Whatever goes wrong inside a call
 ends that call FAILED with hangup_source ``system``: a call is never left half-made.
+
+A ``crm_username`` call's agent is a softphone page, not a SIP phone: leg 1 is rung through
+an :class:`AgentPhone` (the softphone package's) and its audio reaches leg 1's endpoint as
+loopback RTP, so everything past the ring is the same as for a SIP agent.
 """
 
 from __future__ import annotations
@@ -253,7 +257,10 @@ class CallRunner:
         self.log: CallLogger = call_logger(log, call.call_id)
         self.queue: asyncio.Queue[Event | CallEvent] = asyncio.Queue()
         self.machine = CallMachine(call.max_ring_time, self.loop.time(),
-                                   agent_confirm=call.agent_confirm == "dtmf",
+                                   # A softphone agent confirms by clicking Answer:
+                                   # no voicemail can, so no keypress is asked for.
+                                   agent_confirm=(call.agent_confirm == "dtmf"
+                                                  and call.crm_username is None),
                                    time_limit=call.time_limit)
         self.legs: dict[int, Leg] = {leg.leg_id: leg for leg in call.legs}
         self.sip_legs: dict[int, OutboundLeg] = {}
