@@ -56,6 +56,10 @@ class HttpSettings:
     public_url: str = "http://127.0.0.1:8080"
     #: Comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed.
     trusted_proxies: str = ""
+    #: PEM certificate chain and private key: serve HTTPS (browsers allow the softphone's
+    #: microphone only on https:// pages, or on localhost). Both or neither.
+    tls_cert: str = ""
+    tls_key: str = ""
 
     @property
     def trusted_proxy_networks(self) -> tuple[str, ...]:
@@ -468,6 +472,10 @@ def _check_relations(settings: Settings) -> None:
             "trunk.host",
             'must be set when trunk.mode is "sip" (or use trunk.mode = "sandbox")',
         )
+    http = settings.http
+    if bool(http.tls_cert) != bool(http.tls_key):
+        missing = "http.tls_key" if http.tls_cert else "http.tls_cert"
+        raise ConfigError(missing, "must be set together with the other of tls_cert/tls_key")
     if _unspecified(sip.host) and not sip.public_host:
         # Via, Contact (RFC 3261 §8.1.1.8) and SDP (media.public_host falls back to it) need
         # an address the far end can reach.

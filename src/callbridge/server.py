@@ -79,7 +79,8 @@ class Server:
         self._http_socket = _bind_tcp(settings.http.host, settings.http.port)
         self.http_address = self._http_socket.getsockname()[:2]
         if settings.http.port == 0:  # a free port was picked: hand out URLs that reach it
-            url = f"http://{self.http_address[0]}:{self.http_address[1]}"
+            scheme = "https" if settings.http.tls_cert else "http"
+            url = f"{scheme}://{self.http_address[0]}:{self.http_address[1]}"
             self.settings = settings = replace(settings, http=replace(settings.http,
                                                                       public_url=url))
         self.store = await open_store(settings.storage.database_url)
@@ -116,7 +117,9 @@ class Server:
                          health=self.health, trusted_proxies=http.trusted_proxy_networks)
         sock = self._http_socket
         config = uvicorn.Config(create_app(ctx, self.presence), log_config=None, lifespan="off",
-                                access_log=False, server_header=False)
+                                access_log=False, server_header=False,
+                                ssl_certfile=http.tls_cert or None,
+                                ssl_keyfile=http.tls_key or None)
         self._http = QuietUvicorn(config)
         self._http_task = asyncio.get_running_loop().create_task(self._http.serve([sock]))
         while not self._http.started:
