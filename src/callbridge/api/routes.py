@@ -51,7 +51,7 @@ from callbridge.webhooks.payload import iso_utc, leg_body
 if TYPE_CHECKING:
     from callbridge.api.app import ApiContext
 
-__all__ = ["build_routes", "call_status_body", "iso_utc"]
+__all__ = ["build_routes", "call_status_body", "iso_utc", "place_call"]
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class _Endpoints:
     async def post_call(self, request: Request) -> Response:
         account = await self._account(request)
         wanted = parse_call_request(await self._body(request))
-        call, created = await self._place(account, wanted)
+        call, created = await place_call(self.ctx, account, wanted)
         answer = {"status": "success", "call_id": call.call_id, "message": "Call initiated"}
         if not created:
             return JSONResponse(answer, headers={REPLAYED_HEADER: "true"})
@@ -169,63 +169,70 @@ class _Endpoints:
         check_origin(account, client, request.headers.get("origin"))
         return account
 
-    async def _place(self, account: Account, wanted: CallRequest) -> tuple[Call, bool]:
-        caller_id = await self._caller_id(account, wanted.from_number)
-        if wanted.crm_username is not None and \
-                await self.ctx.store.get_agent(account.id, wanted.crm_username) is None:
-            raise ApiError(400, "UNKNOWN_AGENT",
-                           f"crm_username {wanted.crm_username!r} is not a registered agent")
-        fresh = self._new_call(account, wanted, caller_id)
-        # A retry of a call already placed is replayed (or refused as a conflict) whatever
-        # the trunk's state: only a new call needs the trunk.
-        call = await self.ctx.store.find_call(account.id, wanted.uuid)
-        if call is None:
-            try:
-                self.ctx.calls.check_available()
-            except TrunkUnavailable as exc:
-                raise ApiError(502, "TRUNK_UNAVAILABLE",
-                               f"cannot place calls now: {exc}") from None
-            call, created = await self.ctx.store.create_call(fresh)
-        else:
-            created = False
-        if not created and call.request_hash != fresh.request_hash:
-            raise ApiError(409, "DUPLICATE_UUID",
-                           f"uuid {wanted.uuid!r} was already used with a different request")
-        if created:
-            call_logger(log, call.call_id).info("initiated for account %s, uuid %r",
-                                                account.id, call.uuid)
-        return call, created
 
-    async def _caller_id(self, account: Account, from_number: str) -> str:
+async def place_call(ctx: ApiContext, account: Account,
+                     wanted: CallRequest) -> tuple[Call, bool]:
+    """``POST /calls``'s steps after the body: caller ID and agent (400), trunk (502, nothing
+    stored), then the insert; ``(call, created)``, raising ApiError as the API answers. The
+    softphone's Call button places its calls through here too."""
+    caller_id = await _caller_id(ctx, account, wanted.from_number)
+    if wanted.crm_username is not None and \
+            await ctx.store.get_agent(account.id, wanted.crm_username) is None:
+        raise ApiError(400, "UNKNOWN_AGENT",
+                       f"crm_username {wanted.crm_username!r} is not a registered agent")
+    fresh = _new_call(ctx, account, wanted, caller_id)
+    # A retry of a call already placed is replayed (or refused as a conflict) whatever
+    # the trunk's state: only a new call needs the trunk.
+    call = await ctx.store.find_call(account.id, wanted.uuid)
+    if call is None:
         try:
-            e164 = parse_indian_number(from_number, mobile_only=False)
-        except ValueError:
-            e164 = None
-        if e164 is None or not await self.ctx.store.has_caller_id(account.id, e164):
-            raise ApiError(400, "CALLER_ID_NOT_ALLOWED",
-                           f"from_number {from_number!r} is not a caller ID of this account")
-        return e164
+            ctx.calls.check_available()
+        except TrunkUnavailable as exc:
+            raise ApiError(502, "TRUNK_UNAVAILABLE",
+                           f"cannot place calls now: {exc}") from None
+        call, created = await ctx.store.create_call(fresh)
+    else:
+        created = False
+    if not created and call.request_hash != fresh.request_hash:
+        raise ApiError(409, "DUPLICATE_UUID",
+                       f"uuid {wanted.uuid!r} was already used with a different request")
+    if created:
+        call_logger(log, call.call_id).info("initiated for account %s, uuid %r",
+                                            account.id, call.uuid)
+    return call, created
 
-    def _new_call(self, account: Account, wanted: CallRequest, caller_id: str) -> Call:
-        call_id = str(uuid.uuid4())
-        agent = wanted.agent_number or wanted.crm_username
-        assert agent is not None  # validation guarantees exactly one
-        return Call(
-            call_id=call_id,
-            account_id=account.id,
-            uuid=wanted.uuid,
-            from_number=caller_id,
-            to_number=wanted.to_number,
-            agent_number=wanted.agent_number,
-            crm_username=wanted.crm_username,
-            recording=wanted.recording,
-            max_ring_time=wanted.max_ring_time,
-            request_hash=request_hash(wanted, caller_id),
-            created_at=self.ctx.clock(),
-            legs=(Leg(call_id, 1, LegRole.AGENT, agent, LegStatus.DIALING),),
-            agent_confirm=resolve(wanted.agent_confirm, account.agent_confirm),
-            time_limit=resolve(wanted.time_limit, account.time_limit),
-        )
+
+async def _caller_id(ctx: ApiContext, account: Account, from_number: str) -> str:
+    try:
+        e164 = parse_indian_number(from_number, mobile_only=False)
+    except ValueError:
+        e164 = None
+    if e164 is None or not await ctx.store.has_caller_id(account.id, e164):
+        raise ApiError(400, "CALLER_ID_NOT_ALLOWED",
+                       f"from_number {from_number!r} is not a caller ID of this account")
+    return e164
+
+
+def _new_call(ctx: ApiContext, account: Account, wanted: CallRequest, caller_id: str) -> Call:
+    call_id = str(uuid.uuid4())
+    agent = wanted.agent_number or wanted.crm_username
+    assert agent is not None  # validation guarantees exactly one
+    return Call(
+        call_id=call_id,
+        account_id=account.id,
+        uuid=wanted.uuid,
+        from_number=caller_id,
+        to_number=wanted.to_number,
+        agent_number=wanted.agent_number,
+        crm_username=wanted.crm_username,
+        recording=wanted.recording,
+        max_ring_time=wanted.max_ring_time,
+        request_hash=request_hash(wanted, caller_id),
+        created_at=ctx.clock(),
+        legs=(Leg(call_id, 1, LegRole.AGENT, agent, LegStatus.DIALING),),
+        agent_confirm=resolve(wanted.agent_confirm, account.agent_confirm),
+        time_limit=resolve(wanted.time_limit, account.time_limit),
+    )
 
 
 # -- response shapes -----------------------------------------------------------------------

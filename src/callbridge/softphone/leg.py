@@ -12,6 +12,11 @@ come back through it). One :class:`BrowserLeg` per ringing call::
     server -> page   {"type": "state", "state": "bridged", "call_id", "started_at"}
     server -> page   {"type": "hangup", "call_id"}                    the call is over
 
+A call the page placed itself (its Call button, :mod:`callbridge.softphone.dialer`) is not
+rung: :meth:`BrowserPhone.expect` keeps the page's offer, and when the runner comes to ring
+that call the leg is answered with it at once (``state`` dialing with the ``call_id``, then
+``answer``).
+
 The page offers (it holds the microphone and waits for ICE gathering: no trickle) and we
 answer; the leg then reports into the call's queue with the call machine's own events, so
 the runner treats the page like a SIP phone: :class:`LegAnswered` once the SDP is answered,
@@ -127,6 +132,13 @@ class BrowserPhone:
     def __init__(self, presence: Presence) -> None:
         self.presence = presence
         self.legs: dict[str, BrowserLeg] = {}
+        #: Calls a page placed (its Call button), by call id: the page's offer and socket.
+        self.placed: dict[str, tuple[str, Reply]] = {}
+
+    def expect(self, call_id: str, offer: str, page: Reply) -> None:
+        """The page behind ``page`` placed ``call_id`` with ``offer``: when the call comes to
+        ring its agent, the leg is answered with that offer instead (the agent is calling)."""
+        self.placed[call_id] = (offer, page)
 
     async def ring(self, call_id: str, account_id: str, crm_username: str, to_number: str,
                    endpoint: tuple[str, int], events: asyncio.Queue[Any]) -> BrowserLeg | None:
@@ -134,12 +146,25 @@ class BrowserPhone:
         media.connect(endpoint)
         leg = BrowserLeg(self, call_id, account_id, crm_username, media, events)
         self.legs[call_id] = leg
+        placed = self.placed.pop(call_id, None)
+        if placed is not None:
+            return await self._answer_placed(leg, *placed)
         rung = await self.presence.send(account_id, crm_username, {
             "type": "incoming", "call_id": call_id, "to_number": to_number})
         if not rung:
             self.legs.pop(call_id, None)
             await media.close()
             return None
+        return leg
+
+    async def _answer_placed(self, leg: BrowserLeg, offer: str, page: Reply) -> BrowserLeg:
+        try:
+            await page({"type": "state", "state": "dialing", "call_id": leg.call_id})
+        except Exception as exc:  # the page closed since it clicked Call
+            log.info("call %s: the placing page is gone: %s", leg.call_id, exc)
+            await leg.end(LegFailed(AGENT, 480, "AGENT_OFFLINE"))
+            return leg
+        await leg.answer(offer, page)
         return leg
 
     # -- CallSignals ---------------------------------------------------------------------------

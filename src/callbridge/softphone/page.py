@@ -45,8 +45,8 @@ from callbridge.softphone.auth import (
     Session,
     SoftphoneAuth,
     seal,
-    unseal,
 )
+from callbridge.softphone.dialer import PageDialer, ticket_allows
 from callbridge.softphone.presence import Presence
 from callbridge.softphone.signalling import CallSignals, Signalling, _origin_of
 
@@ -81,7 +81,9 @@ def static_text(name: str) -> str:
 def softphone_routes(ctx: ApiContext, presence: Presence,
                      calls: CallSignals | None = None) -> list[BaseRoute]:
     pages = _Pages(ctx, SoftphoneAuth(ctx.store, ctx.clock), presence)
-    signalling = Signalling(pages.auth, ctx.store, presence, ctx.settings.http.public_url, calls)
+    dialer = PageDialer(ctx, pages.auth, presence)
+    signalling = Signalling(pages.auth, ctx.store, presence, ctx.settings.http.public_url, calls,
+                            dialer)
     return [
         Route("/softphone", pages.page, methods=["GET"]),
         Route("/softphone/launch", pages.launch, methods=["GET"]),
@@ -142,12 +144,8 @@ class _Pages:
 
     async def _ticket_claims(self, ticket: str | None, call: PendingCall) -> bool:
         """Whether ``ticket`` pre-authorises exactly ``call`` and is unexpired."""
-        claims = unseal(await self.auth.key(), ticket) if ticket else None
-        return bool(claims and claims.get("k") == "call" and claims.get("to") == call.to_number
-                    and claims.get("uuid") == call.uuid
-                    and claims.get("from") == call.from_number
-                    and isinstance(claims.get("exp"), int)
-                    and claims["exp"] > self.auth.now())  # fmt: skip
+        return bool(ticket) and ticket_allows(await self.auth.key(), str(ticket), call,
+                                              self.auth.now())  # fmt: skip
 
     def _render(self, call: PendingCall | None, ticket: str | None = None) -> Response:
         pending: dict[str, Any] | None = None

@@ -17,8 +17,9 @@ Every message is an object with a ``type``. Page to server:
 type       fields                                              meaning
 =========  =================================================  ================================
 hello      ``version`` (1)                                     first message; answered hello
-call       ``to_number``, ``uuid``, ``from_number``?,          place the pending call
-           ``ticket``? (from a launch token)
+call       ``to_number``, ``uuid``, ``from_number``?,          place the pending call (the
+           ``ticket``? (from a launch token), ``sdp``          Call click; see
+                                                               :mod:`~callbridge.softphone.dialer`)
 hangup     -                                                   end the current call
 dtmf       ``digits`` (0-9 * # A-D)                            press keys on the customer leg
 mute       ``muted`` (bool)                                    the agent's microphone state
@@ -40,7 +41,8 @@ state      ``state`` (idle, dialing, ringing, bridged, ended), ``call_id``?, ``r
 error      ``reason`` (BAD_MESSAGE, NOT_AVAILABLE, ...), ``message``: the page shows it
 =========  ===================================================================================
 
-The server answers ``hello`` and echoes ``state``; the call messages are handed to a
+The server answers ``hello`` and echoes ``state``; ``call`` goes to the :class:`Dialer`
+when there is one; the other call messages are handed to a
 :class:`CallSignals`: the one given, else ``Presence.calls`` (the server puts its
 :class:`~callbridge.softphone.leg.BrowserPhone` there), else one that answers ``error``
 ``NOT_AVAILABLE``. A call rung to the page (:mod:`callbridge.softphone.leg`) adds
@@ -90,6 +92,12 @@ class CallSignals(Protocol):
         ...
 
 
+class Dialer(Protocol):
+    """Places the call a page's ``call`` message asks for (:mod:`callbridge.softphone.dialer`)."""
+
+    async def call(self, session: Session, message: dict[str, Any], reply: Reply) -> None: ...
+
+
 class NoCalls:
     """Until the WebRTC leg exists: every call message is answered ``NOT_AVAILABLE``."""
 
@@ -106,8 +114,10 @@ class Signalling:
     """The ``/softphone/ws`` endpoint."""
 
     def __init__(self, auth: SoftphoneAuth, store: Store, presence: Presence,
-                 public_url: str, calls: CallSignals | None = None) -> None:
+                 public_url: str, calls: CallSignals | None = None,
+                 dialer: Dialer | None = None) -> None:
         self.auth = auth
+        self.dialer = dialer
         self.store = store
         self.presence = presence
         self.own_origin = _origin_of(public_url)
@@ -172,6 +182,8 @@ class Signalling:
                          "crm_username": session.crm_username})  # fmt: skip
         elif kind == "state":
             await reply(message)
+        elif kind == "call" and self.dialer is not None:
+            await self.dialer.call(session, message, reply)
         elif kind in CALL_TYPES:
             await self.calls.handle(session, message, reply)
         else:

@@ -23,7 +23,8 @@
   let retryDelay = 1000;
   let microphone = null;    // MediaStream once granted
   let ringing = null;       // the "incoming" message of a call ringing this page
-  let callId = null;        // the call this page answered
+  let callId = null;        // the call this page answered or placed
+  let placing = false;      // Call was clicked: the server's first call_id is ours
   let pc = null;            // its RTCPeerConnection
   let analyser = null;      // what the agent hears, for window.dominantHz()
 
@@ -216,6 +217,10 @@
         setState(callState);
         break;
       case "state":
+        if (placing && message.call_id && !callId) {
+          callId = message.call_id;
+          placing = false;
+        }
         if (message.state === "bridged" && message.started_at && timerStart === null) {
           startTimer(Date.parse(message.started_at) || Date.now());
         }
@@ -239,28 +244,38 @@
         }
         break;
       case "error":
-        notify(message.message || message.reason);
+        if (placing) {
+          placing = false;
+          endMedia();
+          setState("idle");
+        }
+        notify(message.message || message.code || message.reason);
         break;
     }
   }
 
   // -- controls --------------------------------------------------------------------------
 
+  // Call: the click is the user gesture that places the launched call. We offer at once;
+  // the server answers our offer (no ring: we are the caller) and then dials the customer.
   ui.call.addEventListener("click", async () => {
     notify("");
+    let sdp;
     try {
-      await getMicrophone();
+      endMedia();
+      sdp = await offer(await getMicrophone());
     } catch (err) {
+      endMedia();
       notify(err.message);
       return;
     }
-    // TODO(webrtc): create the RTCPeerConnection here, with the microphone track.
-    const message = { type: "call", to_number: ui.number.value };
+    const message = { type: "call", to_number: ui.number.value, sdp: sdp };
     if (pending) {
       message.uuid = pending.uuid;
       if (pending.from_number) message.from_number = pending.from_number;
       if (pending.ticket) message.ticket = pending.ticket;
     }
+    placing = true;
     send(message);
     setState("dialing");
   });
