@@ -1,6 +1,7 @@
 """Settings: TOML, CALLBRIDGE_* overrides, and a start-up error naming each bad key."""
 
 import dataclasses
+import re
 import tomllib
 from pathlib import Path
 
@@ -9,9 +10,11 @@ import pytest
 from callbridge import __version__
 from callbridge.config import (
     FIELD_TYPES,
+    IceServer,
     Settings,
     load_settings,
     parse_env_value,
+    parse_ice_servers,
     render_settings,
     split_host_port,
 )
@@ -343,3 +346,55 @@ def test_binding_every_interface_needs_an_address_to_hand_out() -> None:
     settings = load_settings(None, {"CALLBRIDGE_SIP_HOST": "0.0.0.0",
                                     "CALLBRIDGE_SIP_PUBLIC_HOST": "203.0.113.10"})
     assert settings.sip.public_host == "203.0.113.10"
+
+
+# -- [softphone]: ICE servers and the address offered to browsers ---------------------------
+
+
+def test_ice_servers_parse_into_stun_and_turn_with_credentials() -> None:
+    settings = load_settings(None, {
+        "CALLBRIDGE_SOFTPHONE_ICE_SERVERS":
+            "stun:stun.example.com:3478, turn:alice:s3:cr=t@turn.example.com:3478?transport=tcp,"
+            " turns:bob:pw@203.0.113.5",
+        "CALLBRIDGE_SOFTPHONE_PUBLIC_HOST": "203.0.113.10",
+    })
+    assert parse_ice_servers(settings.softphone.ice_servers) == (
+        IceServer("stun:stun.example.com:3478"),
+        IceServer("turn:turn.example.com:3478?transport=tcp", "alice", "s3:cr=t"),
+        IceServer("turns:203.0.113.5", "bob", "pw"),
+    )
+    assert settings.softphone.public_host == "203.0.113.10"
+    assert parse_ice_servers("") == () and parse_ice_servers(" , ") == ()
+
+
+@pytest.mark.parametrize("value", [
+    "http://stun.example.com",  # not stun:/turn:
+    "turn:turn.example.com",  # TURN without credentials
+    "stun:u:p@stun.example.com",  # STUN takes none
+    "stun:stun.example.com?transport=tcp",
+    "turn:u:p@turn.example.com?transport=sctp",
+    "stun:stun.example.com:port",
+])
+def test_bad_ice_servers_are_refused_by_key(value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, {"CALLBRIDGE_SOFTPHONE_ICE_SERVERS": value})
+    assert caught.value.key == "softphone.ice_servers"
+    with pytest.raises(ValueError, match=re.escape(repr(value))):  # names the bad item
+        parse_ice_servers(value)
+
+
+def test_softphone_public_host_must_be_an_ip_address() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, {"CALLBRIDGE_SOFTPHONE_PUBLIC_HOST": "calls.example.com"})
+    assert caught.value.key == "softphone.public_host"
+
+
+def test_rendering_hides_turn_passwords() -> None:
+    settings = load_settings(None, {"CALLBRIDGE_SOFTPHONE_ICE_SERVERS":
+                                    "turn:alice:hunter2@turn.example.com, turns:b:pw2@t.example"})
+    text = render_settings(settings)
+    assert "hunter2" not in text and "pw2" not in text
+    assert 'ice_servers = "turn:alice:********@turn.example.com, turns:b:********@t.example"' \
+        in text
+    assert "hunter2" not in repr(settings)
+    assert "hunter2" not in repr(parse_ice_servers(settings.softphone.ice_servers))

@@ -120,6 +120,51 @@ class MediaSettings:
 
 
 @dataclass(frozen=True)
+class SoftphoneSettings:
+    """``[softphone]``: how browsers reach the softphone's WebRTC media (ICE, RFC 8445)."""
+
+    #: Comma-separated STUN/TURN servers for both ends' ICE (:func:`parse_ice_servers`):
+    #: ``stun:host[:port]``, ``turn:user:password@host[:port][?transport=udp|tcp]``.
+    ice_servers: str = field(default="", repr=False)  # TURN passwords
+    #: IP address to offer browsers as our WebRTC host candidate besides the local ones
+    #: (a 1:1 NAT in front of the server); empty: only the local addresses.
+    public_host: str = ""
+
+
+@dataclass(frozen=True)
+class IceServer:
+    """One STUN/TURN server as WebRTC's ``RTCIceServer`` wants it (W3C WebRTC §4.2.4)."""
+
+    url: str
+    username: str | None = None
+    credential: str | None = field(default=None, repr=False)
+
+
+#: scheme : [user : password @] host [: port] [?transport=udp|tcp]
+_ICE_URL = re.compile(r"(stuns?|turns?):(?:([^:@\s]+):([^@\s]+)@)?"
+                      r"([^:@?\s/]+(?::\d+)?(?:\?transport=(?:udp|tcp))?)")
+
+
+def parse_ice_servers(text: str) -> tuple[IceServer, ...]:
+    """``[softphone] ice_servers`` as servers; ValueError naming the bad item. The credentials
+    ride in the URL's user part (RFC 7065's turn: URI has none of its own); STUN takes none."""
+    servers = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        match = _ICE_URL.fullmatch(item)
+        if match is None:
+            raise ValueError(f"not a stun:/turn: URL: {item!r}")
+        scheme, user, password, rest = match.groups()
+        if scheme.startswith("turn") and user is None:
+            raise ValueError(f"a TURN server needs user:password@: {item!r}")
+        if scheme.startswith("stun") and (user is not None or "?" in rest):
+            raise ValueError(f"a STUN server takes no credentials or transport: {item!r}")
+        servers.append(IceServer(f"{scheme}:{rest}", user, password))
+    return tuple(servers)
+
+
+@dataclass(frozen=True)
 class StorageSettings:
     """``[storage]``: the database and where recordings are written."""
 
@@ -153,6 +198,7 @@ class Settings:
     sip: SipSettings = field(default_factory=SipSettings)
     trunk: TrunkSettings = field(default_factory=TrunkSettings)
     media: MediaSettings = field(default_factory=MediaSettings)
+    softphone: SoftphoneSettings = field(default_factory=SoftphoneSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     callbacks: CallbacksSettings = field(default_factory=CallbacksSettings)
     log: LogSettings = field(default_factory=LogSettings)
@@ -164,6 +210,7 @@ SECTIONS: dict[str, type] = {
     "sip": SipSettings,
     "trunk": TrunkSettings,
     "media": MediaSettings,
+    "softphone": SoftphoneSettings,
     "storage": StorageSettings,
     "callbacks": CallbacksSettings,
     "log": LogSettings,
@@ -393,6 +440,18 @@ def _are_cidrs(text: str) -> bool:
     return True
 
 
+def _parses(parse: Callable[[str], Any], text: str) -> bool:
+    try:
+        parse(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_ip(text: str) -> bool:
+    return _parses(ipaddress.ip_address, text)
+
+
 _HOST = _Rule("a host name or IP address", is_host)
 _OPTIONAL_HOST = _Rule("empty or a host name or IP address", lambda v: v == "" or is_host(v))
 _PORT = _between(1, 65535)
@@ -427,6 +486,11 @@ _RULES: dict[str, _Rule] = {
     "media.rtp_port_min": _PORT,
     "media.rtp_port_max": _PORT,
     "media.public_host": _OPTIONAL_HOST,
+    "softphone.ice_servers": _Rule(
+        "comma-separated 'stun:host[:port]' or 'turn:user:password@host[:port]' URLs",
+        lambda v: _parses(parse_ice_servers, v),
+    ),
+    "softphone.public_host": _Rule("empty or an IP address", lambda v: v == "" or _is_ip(v)),
     "storage.database_url": _Rule(
         "a database URL such as 'sqlite:///callbridge.db'", lambda v: "://" in v
     ),
@@ -510,6 +574,8 @@ def _render_value(key: str, value: Any) -> str:
         return '"********"  # hidden'
     if key == "storage.database_url":
         value = _hide_url_password(value)
+    if key == "softphone.ice_servers":
+        value = _TURN_PASSWORD.sub(r"\1********@", value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -527,6 +593,9 @@ def _toml_string(text: str) -> str:
         else:
             out.append(ch)
     return '"' + "".join(out) + '"'
+
+
+_TURN_PASSWORD = re.compile(r"(turns?:[^:@\s,]+:)[^@\s,]+@")
 
 
 def _hide_url_password(url: str) -> str:

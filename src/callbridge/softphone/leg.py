@@ -33,6 +33,7 @@ from datetime import datetime
 from typing import Any
 
 from callbridge.b2bua.call import AGENT, LegAnswered, LegFailed, LegHungUp
+from callbridge.config import SoftphoneSettings, parse_ice_servers
 from callbridge.media.endpoint import LegMedia
 from callbridge.softphone.auth import Session
 from callbridge.softphone.presence import Presence
@@ -129,8 +130,12 @@ class BrowserLeg:
 class BrowserPhone:
     """Rings softphone pages for the call service; takes the pages' call messages."""
 
-    def __init__(self, presence: Presence) -> None:
+    def __init__(self, presence: Presence, settings: SoftphoneSettings | None = None) -> None:
         self.presence = presence
+        settings = settings or SoftphoneSettings()
+        #: Given to each call's BrowserMedia (``[softphone]``).
+        self.ice_servers = parse_ice_servers(settings.ice_servers)
+        self.public_host = settings.public_host
         self.legs: dict[str, BrowserLeg] = {}
         #: Calls a page placed (its Call button), by call id: the page's offer and socket.
         self.placed: dict[str, tuple[str, Reply]] = {}
@@ -142,7 +147,8 @@ class BrowserPhone:
 
     async def ring(self, call_id: str, account_id: str, crm_username: str, to_number: str,
                    endpoint: tuple[str, int], events: asyncio.Queue[Any]) -> BrowserLeg | None:
-        media = BrowserMedia(asyncio.get_running_loop())
+        media = BrowserMedia(asyncio.get_running_loop(), ice_servers=self.ice_servers,
+                             public_host=self.public_host)
         media.connect(endpoint)
         leg = BrowserLeg(self, call_id, account_id, crm_username, media, events)
         self.legs[call_id] = leg

@@ -37,6 +37,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from callbridge.api.origin import normalize_origin
+from callbridge.config import parse_ice_servers
 from callbridge.softphone.auth import (
     SESSION_COOKIE,
     SESSION_SECONDS,
@@ -83,7 +84,7 @@ def softphone_routes(ctx: ApiContext, presence: Presence,
     pages = _Pages(ctx, SoftphoneAuth(ctx.store, ctx.clock), presence)
     dialer = PageDialer(ctx, pages.auth, presence)
     signalling = Signalling(pages.auth, ctx.store, presence, ctx.settings.http.public_url, calls,
-                            dialer)
+                            dialer, parse_ice_servers(ctx.settings.softphone.ice_servers))
     return [
         Route("/softphone", pages.page, methods=["GET"]),
         Route("/softphone/launch", pages.launch, methods=["GET"]),

@@ -33,7 +33,8 @@ Server to page:
 =========  ===================================================================================
 type       fields
 =========  ===================================================================================
-hello      ``account_id``, ``crm_username``, ``version`` (1): who the session is
+hello      ``account_id``, ``crm_username``, ``version`` (1): who the session is;
+           ``ice_servers`` (``[softphone] ice_servers`` as RTCIceServer objects) when set
 offer      ``sdp``, ``call_id``: the agent leg, as a WebRTC offer the page answers
 answer     ``sdp``
 state      ``state`` (idle, dialing, ringing, bridged, ended), ``call_id``?, ``reason``?,
@@ -62,6 +63,7 @@ from urllib.parse import urlsplit
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from callbridge.api.origin import normalize_origin
+from callbridge.config import IceServer
 from callbridge.softphone.auth import SESSION_COOKIE, Session, SoftphoneAuth
 from callbridge.softphone.presence import Presence
 from callbridge.store.models import Store
@@ -115,8 +117,11 @@ class Signalling:
 
     def __init__(self, auth: SoftphoneAuth, store: Store, presence: Presence,
                  public_url: str, calls: CallSignals | None = None,
-                 dialer: Dialer | None = None) -> None:
+                 dialer: Dialer | None = None,
+                 ice_servers: tuple[IceServer, ...] = ()) -> None:
         self.auth = auth
+        #: ``RTCIceServer`` dictionaries for the page's RTCPeerConnection (W3C WebRTC §4.2.4).
+        self.ice_servers = [_ice_dict(server) for server in ice_servers]
         self.dialer = dialer
         self.store = store
         self.presence = presence
@@ -177,9 +182,11 @@ class Signalling:
     async def _dispatch(self, session: Session, message: dict[str, Any], reply: Reply) -> None:
         kind = message["type"]
         if kind == "hello":
-            await reply({"type": "hello", "version": PROTOCOL_VERSION,
-                         "account_id": session.account_id,
-                         "crm_username": session.crm_username})  # fmt: skip
+            hello = {"type": "hello", "version": PROTOCOL_VERSION,
+                     "account_id": session.account_id, "crm_username": session.crm_username}
+            if self.ice_servers:  # TURN credentials go to signed-in agents only
+                hello["ice_servers"] = self.ice_servers
+            await reply(hello)
         elif kind == "state":
             await reply(message)
         elif kind == "call" and self.dialer is not None:
@@ -198,6 +205,11 @@ def _parse(text: str) -> dict[str, Any] | None:
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         return None
     return message
+
+
+def _ice_dict(server: IceServer) -> dict[str, str]:
+    fields = {"urls": server.url, "username": server.username, "credential": server.credential}
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 def _error(reason: str, text: str) -> dict[str, Any]:

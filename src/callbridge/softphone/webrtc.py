@@ -40,6 +40,7 @@ import numpy as np
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
+    RTCIceServer,
     RTCPeerConnection,
     RTCRtpCodecCapability,
     RTCRtpSender,
@@ -50,11 +51,12 @@ from aiortc.sdp import SessionDescription
 from av.frame import Frame
 from av.packet import Packet
 
+from callbridge.config import IceServer
 from callbridge.media.endpoint import LegMedia
 from callbridge.media.g711 import ulaw_decode, ulaw_encode
 from callbridge.media.rtp import RtpError, RtpPacket, is_rtcp
 
-__all__ = ["BrowserMedia", "RelayTrack", "codec_preferences"]
+__all__ = ["BrowserMedia", "RelayTrack", "codec_preferences", "with_public_candidates"]
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +141,8 @@ class BrowserMedia:
     endpoint is given :attr:`leg_media`. ``close()`` ends both sides.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, host: str = "127.0.0.1") -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, host: str = "127.0.0.1", *,
+                 ice_servers: tuple[IceServer, ...] = (), public_host: str = "") -> None:
         self._loop = loop
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._sock.setblocking(False)
@@ -147,9 +150,13 @@ class BrowserMedia:
         self._address: tuple[str, int] = self._sock.getsockname()[:2]
         loop.add_reader(self._sock.fileno(), self._read)
         self._remote: tuple[str, int] | None = None
-        # No ICE servers: aiortc would otherwise ask a public STUN server. The browser
-        # reaches us on our host candidates; a TURN/STUN setting comes with deployment.
-        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        # Only the configured ICE servers ([softphone] ice_servers): with none, aiortc would
+        # ask a public STUN server of its own choosing; the browser reaches our host
+        # candidates, and public_host's.
+        self.ice_servers = [RTCIceServer(urls=s.url, username=s.username,
+                                         credential=s.credential) for s in ice_servers]
+        self.public_host = public_host
+        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=self.ice_servers))
         self._pc.on("track", self._on_track)
         self.track = RelayTrack()
         self._pump: asyncio.Task[None] | None = None
@@ -199,7 +206,7 @@ class BrowserMedia:
         except Exception as exc:  # aiortc raises OperationError and friends
             raise ValueError(f"unusable offer: {exc}") from exc
         await self._pc.setLocalDescription(await self._pc.createAnswer())
-        answer = self._pc.localDescription.sdp
+        answer = with_public_candidates(self._pc.localDescription.sdp, self.public_host)
         self.codec = _first_audio_codec(answer)
         self.track.passthrough = self.codec == "PCMU"
         log.info("browser media answered with %s", self.codec)
@@ -286,6 +293,26 @@ class BrowserMedia:
                 continue  # telephone-events are not played to the browser
             self.rtp_in += 1
             self.track.push(packet.payload)
+
+
+def with_public_candidates(sdp: str, public_host: str) -> str:
+    """``sdp`` with each host candidate repeated at ``public_host`` (same port: a 1:1 NAT
+    forwards it), so a browser outside the NAT has an address to check (RFC 8445 §5.1.1.1:
+    a host candidate is any address we are reachable on). No-op without ``public_host``."""
+    if not public_host:
+        return sdp
+    lines = sdp.split("\r\n")
+    out: list[str] = []
+    for line in lines:
+        out.append(line)
+        fields = line.split()
+        # a=candidate:foundation component transport priority address port typ host
+        if line.startswith("a=candidate:") and fields[6:8] == ["typ", "host"] \
+                and fields[4] != public_host:
+            fields[0] = f"a=candidate:p{fields[0].partition(':')[2]}"  # its own foundation
+            fields[4] = public_host
+            out.append(" ".join(fields))
+    return "\r\n".join(out)
 
 
 def _first_audio_codec(sdp: str) -> str | None:

@@ -26,6 +26,7 @@
   let callId = null;        // the call this page answered or placed
   let placing = false;      // Call was clicked: the server's first call_id is ours
   let pc = null;            // its RTCPeerConnection
+  let iceServers = [];      // [softphone] ice_servers, from the server's hello
   let analyser = null;      // what the agent hears, for window.dominantHz()
 
   // -- notices ---------------------------------------------------------------------------
@@ -113,7 +114,7 @@
   };
 
   async function offer(mic) {
-    pc = new RTCPeerConnection();
+    pc = new RTCPeerConnection({ iceServers: iceServers });
     pc.ontrack = (event) => listen(event.streams[0] || new MediaStream([event.track]));
     const transceiver = pc.addTransceiver(mic.getAudioTracks()[0],
       { direction: "sendrecv", streams: [mic] });
@@ -213,6 +214,7 @@
     switch (message.type) {
       case "hello":
         ui.who.textContent = "Signed in as " + message.crm_username;
+        iceServers = message.ice_servers || [];
         notify("");
         setState(callState);
         break;
