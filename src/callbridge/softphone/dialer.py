@@ -19,6 +19,11 @@ idempotency on ``(account, uuid)``, status and callback (:func:`callbridge.api.r
 place_call`). A replay of a placed uuid dials nothing and answers ALREADY_PLACED. Leg 1 is
 answered with the page's offer at once: the agent is the caller, nothing rings.
 
+The keypad: ``{"type": "dtmf", "call_id", "digits"}`` sends ``digits`` (0-9 * # A-D) to the
+customer of the agent's own call through the call service (RFC 4733), validated as
+``POST /calls/{id}/dtmf``; nothing is answered unless it fails (NO_SUCH_CALL,
+INVALID_DIGITS, CALL_NOT_ACTIVE, INVALID_LEG).
+
 Who may dial what: with a ``ticket`` (a launch token's pre-authorisation, sealed by
 :mod:`callbridge.softphone.page`) the call must be exactly the ticket's (number, uuid, caller
 ID) and the ticket the session's agent's, unexpired: else TICKET_INVALID. Without one, the
@@ -35,7 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 from callbridge.api.errors import ApiError
 from callbridge.api.routes import place_call
-from callbridge.api.validation import parse_call_request
+from callbridge.api.validation import parse_call_request, parse_dtmf_request
+from callbridge.errors import CallNotActive
 from callbridge.softphone.auth import PendingCall, Session, SoftphoneAuth, unseal
 from callbridge.softphone.leg import BrowserPhone
 from callbridge.softphone.presence import Presence
@@ -124,6 +130,29 @@ class PageDialer:
         if not ticket_allows(await self.auth.key(), ticket, call, self.auth.now(), session):
             raise ApiError(400, "TICKET_INVALID", "the launch ticket is invalid, expired or"
                                                   " for another call")  # fmt: skip
+
+
+    async def dtmf(self, session: Session, message: dict[str, Any], reply: Reply) -> None:
+        """The page's keypad: ``digits`` to the customer of the agent's own bridged call, as
+        ``POST /calls/{id}/dtmf`` sends them (RFC 4733 events, or SIP INFO)."""
+        try:
+            digits = parse_dtmf_request(json.dumps({"digits": message.get("digits")}).encode())
+            call = await self._own_call(session, message.get("call_id"))
+            await self.ctx.calls.send_dtmf(call, digits.digits, None)
+        except ApiError as exc:
+            await reply(_error(exc.error_code, exc.message))
+        except CallNotActive as exc:
+            await reply(_error("CALL_NOT_ACTIVE", str(exc) or "the call is not bridged"))
+        except ValueError as exc:  # the customer leg has ended
+            await reply(_error("INVALID_LEG", str(exc) or "the customer leg has ended"))
+
+    async def _own_call(self, session: Session, call_id: Any) -> Call:
+        """The agent's own call: any other (or none) is NO_SUCH_CALL, as for answer/hangup."""
+        call = await self.ctx.store.get_call(call_id) if isinstance(call_id, str) else None
+        if call is None or (call.account_id, call.crm_username) != (
+                session.account_id, session.crm_username):
+            raise ApiError(404, "NO_SUCH_CALL", "no such call for this agent")
+        return call
 
 
 def _error(code: str, text: str) -> dict[str, Any]:

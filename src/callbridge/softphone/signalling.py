@@ -21,7 +21,7 @@ call       ``to_number``, ``uuid``, ``from_number``?,          place the pending
            ``ticket``? (from a launch token), ``sdp``          Call click; see
                                                                :mod:`~callbridge.softphone.dialer`)
 hangup     -                                                   end the current call
-dtmf       ``digits`` (0-9 * # A-D)                            press keys on the customer leg
+dtmf       ``call_id``, ``digits`` (0-9 * # A-D)               press keys on the customer leg
 mute       ``muted`` (bool)                                    the agent's microphone state
 answer     ``sdp``                                             WebRTC answer to our offer
 offer      ``sdp``                                             WebRTC offer (renegotiation)
@@ -43,7 +43,7 @@ error      ``reason`` (BAD_MESSAGE, NOT_AVAILABLE, ...), ``message``: the page s
 =========  ===================================================================================
 
 The server answers ``hello`` and echoes ``state``; ``call`` goes to the :class:`Dialer`
-when there is one; the other call messages are handed to a
+(and ``dtmf``) when there is one; the other call messages are handed to a
 :class:`CallSignals`: the one given, else ``Presence.calls`` (the server puts its
 :class:`~callbridge.softphone.leg.BrowserPhone` there), else one that answers ``error``
 ``NOT_AVAILABLE``. A call rung to the page (:mod:`callbridge.softphone.leg`) adds
@@ -98,6 +98,8 @@ class Dialer(Protocol):
     """Places the call a page's ``call`` message asks for (:mod:`callbridge.softphone.dialer`)."""
 
     async def call(self, session: Session, message: dict[str, Any], reply: Reply) -> None: ...
+
+    async def dtmf(self, session: Session, message: dict[str, Any], reply: Reply) -> None: ...
 
 
 class NoCalls:
@@ -191,6 +193,8 @@ class Signalling:
             await reply(message)
         elif kind == "call" and self.dialer is not None:
             await self.dialer.call(session, message, reply)
+        elif kind == "dtmf" and self.dialer is not None:
+            await self.dialer.dtmf(session, message, reply)
         elif kind in CALL_TYPES:
             await self.calls.handle(session, message, reply)
         else:

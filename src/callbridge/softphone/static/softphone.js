@@ -320,12 +320,14 @@
 
   ui.keypad.addEventListener("click", (event) => {
     const digit = event.target && event.target.dataset ? event.target.dataset.digit : null;
-    if (digit) send({ type: "dtmf", digits: digit });
+    if (digit && callId) send({ type: "dtmf", call_id: callId, digits: digit });
   });
 
   document.addEventListener("keydown", (event) => {
     if (callState !== "bridged" || event.target.tagName === "INPUT") return;
-    if (/^[0-9*#]$/.test(event.key)) send({ type: "dtmf", digits: event.key });
+    if (callId && /^[0-9*#]$/.test(event.key)) {
+      send({ type: "dtmf", call_id: callId, digits: event.key });
+    }
   });
 
   // -- signing in ------------------------------------------------------------------------
