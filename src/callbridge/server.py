@@ -98,7 +98,7 @@ class Server:
                                    public_host=media.public_host or settings.sip.public_host)
         self.worker = CallbackWorker(self.store, retries=settings.callbacks.retries,
                                      backoff_base=settings.callbacks.backoff_base)
-        phone = BrowserPhone(self.presence)
+        phone = BrowserPhone(self.presence, settings.softphone)
         self.presence.calls = phone  # the pages' answers and hang-ups reach the ringing legs
         self.calls = CallService(settings, self.store, self.sip, self.ports, self._executor,
                                  on_finished=self.worker.wake, presence=self.presence,
