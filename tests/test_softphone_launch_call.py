@@ -16,13 +16,16 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import soundfile
 from starlette.exceptions import StarletteDeprecationWarning
 
 from api_support import FakeCalls
+from callbridge.media.g711 import ulaw_decode
 from callbridge.softphone.auth import SESSION_COOKIE, mint_launch_token
 from callbridge.softphone.leg import BrowserPhone
-from e2e_support import legs_of, rig, run
-from sipp import by_number_trunk
+from e2e_support import dominant_hz, legs_of, rig, run
+from rtp_sniffer import LoopbackRtpSniffer, can_sniff
+from sipp import by_number_trunk, free_udp_port
 from softphone_support import PASSWORD, PUBLIC_URL, Softphone, make_softphone
 from test_softphone_calls import (
     AGENT,
@@ -44,9 +47,14 @@ OFFER = "v=0 (the page's offer: BrowserPhone answers it when the call rings the 
 
 
 @pytest.mark.sipp
+@pytest.mark.skipif(not can_sniff(), reason="capturing what the customer heard needs root")
 def test_a_launched_call_clicked_on_the_page_is_placed_heard_and_reported(tmp_path: Path) -> None:
+    media_port = free_udp_port()
+    call_ids: list[str] = []
+
     async def body() -> None:
-        trunk = by_number_trunk(calls=1, variables={"hangup_ms": 3000}, recv_timeout=20)
+        trunk = by_number_trunk(calls=1, variables={"hangup_ms": 3000}, recv_timeout=20,
+                                extra_args=("-mp", str(media_port)))
         async with trunk, rig(trunk, tmp_path) as r, signed_in_page(r) as page:
             store = r.server.store
             assert store is not None
@@ -64,6 +72,7 @@ def test_a_launched_call_clicked_on_the_page_is_placed_heard_and_reported(tmp_pa
             payload = await r.callback()
             assert payload["status"] == "ANSWER" and payload["crm_username"] == AGENT
             assert payload["uuid"] == "crm-launch-1"
+            call_ids.append(payload["call_id"])
             view = await r.view(payload["call_id"])
             assert legs_of(view) == [("agent", "LEFT", None), ("destination", "LEFT", None)]
             await page_until(page, "document.getElementById('state').textContent"
@@ -74,7 +83,18 @@ def test_a_launched_call_clicked_on_the_page_is_placed_heard_and_reported(tmp_pa
         assert [m.request_uri.split("@")[0] for m in trunk.received("INVITE")] == [  # type: ignore[union-attr]
             f"sip:{CUSTOMER_HANGS_UP}"]  # the agent was the page: it offered, nothing rang
 
-    run(body, timeout=90)
+    with LoopbackRtpSniffer(dst_port=media_port) as sniffer:
+        run(body, timeout=90)
+    # The customer heard the agent's microphone (the fake 440 Hz capture), decoded off lo.
+    to_customer = max(sniffer.streams().values(), key=len)
+    heard = ulaw_decode(b"".join(to_customer[-100:-10]))
+    assert dominant_hz(heard.astype(float)) == pytest.approx(440.0, abs=TOLERANCE_HZ)
+    # The recording: the page (agent) on the left, the customer on the right.
+    audio, rate = soundfile.read(tmp_path / "recordings" / f"crm_{call_ids[0]}.wav",
+                                 dtype="int16")
+    middle = audio[rate // 2: -rate // 2]
+    assert dominant_hz(middle[:, 0]) == pytest.approx(440.0, abs=TOLERANCE_HZ)
+    assert dominant_hz(middle[:, 1]) == pytest.approx(1000.0, abs=TOLERANCE_HZ)
 
 
 # -- the server's side of a call message, without a browser ---------------------------------
