@@ -222,15 +222,19 @@ class CallService:
                 for leg in call.legs
             )
             status = call.call_status
+            # A recording the crash left open was repaired at start-up: hand it out.
+            wav = recording_path(self.settings.storage.recordings_dir, call.call_id)
+            url = self.recording_url(call.call_id) if call.recording and wav.exists() else None
             final = replace(
                 call, legs=legs, end_time=now, hangup_source=HangupSource.SYSTEM,
                 call_status=CallStatus.FAILED if status is CallStatus.INITIATED else status,
+                recording_url=url,
             )
             account = await self.store.get_account(call.account_id)
             if account is None:
                 await self.store.update_call(final)
                 continue
-            await self.store.finish_call(final, new_outbox_entry(account, final, None, now))
+            await self.store.finish_call(final, new_outbox_entry(account, final, url, now))
         if calls:
             self.on_finished()
         return len(calls)
