@@ -232,7 +232,7 @@ def test_migrations_are_applied_once_and_recorded(tmp_path: Path) -> None:
     tables = {row[0] for row in query(path, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert tables == TABLES
     recorded = query(path, "SELECT version, applied_at FROM schema_migrations")
-    assert [row[0] for row in recorded] == [m.version for m in MIGRATIONS] == [1, 2, LATEST_VERSION]
+    assert [row[0] for row in recorded] == [m.version for m in MIGRATIONS] == [1, 2, 3, 4]
     assert all(str(row[1]).endswith("+00:00") for row in recorded)
     schema = query(path, "SELECT sql FROM sqlite_master ORDER BY name")
 
@@ -260,9 +260,10 @@ def test_a_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         conn.execute("INSERT INTO schema_migrations VALUES (99, '2030-01-01T00:00:00+00:00')")
     conn.close()
-    with pytest.raises(StorageError, match=r"schema is version 99, newer than .* \(3\)"):
+    with pytest.raises(StorageError, match=r"schema is version 99, newer than .* \(4\)"):
         open_and_close(path)
-    assert [r[0] for r in query(path, "SELECT version FROM schema_migrations")] == [1, 2, 3, 99]
+    assert [r[0] for r in query(path, "SELECT version FROM schema_migrations")] == [1, 2, 3, 4,
+                                                                                     99]
 
 
 def test_a_failing_migration_leaves_the_database_as_it_was(
@@ -277,19 +278,19 @@ def test_a_failing_migration_leaves_the_database_as_it_was(
     )
     with pytest.raises(StorageError, match="no such table: nowhere"):
         open_and_close(path)
-    assert query(path, "SELECT version FROM schema_migrations") == [(1,), (2,), (3,)]
+    assert query(path, "SELECT version FROM schema_migrations") == [(1,), (2,), (3,), (4,)]
     assert query(path, "SELECT name FROM sqlite_master WHERE name = 'extra'") == []
 
 
 def test_a_new_migration_is_applied_on_top(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "cb.db"
     open_and_close(path)
-    v4 = Migration(4, "ALTER TABLE calls ADD COLUMN notes TEXT;")
+    v5 = Migration(5, "ALTER TABLE calls ADD COLUMN notes TEXT;")
     monkeypatch.setattr(
-        sqlite_backend, "migrate", functools.partial(migrate, migrations=(*MIGRATIONS, v4))
+        sqlite_backend, "migrate", functools.partial(migrate, migrations=(*MIGRATIONS, v5))
     )
     open_and_close(path)
-    assert [r[0] for r in query(path, "SELECT version FROM schema_migrations")] == [1, 2, 3, 4]
+    assert [r[0] for r in query(path, "SELECT version FROM schema_migrations")] == [1, 2, 3, 4, 5]
     assert "notes" in {row[1] for row in query(path, "PRAGMA table_info(calls)")}
 
 
@@ -332,7 +333,7 @@ def test_a_v1_database_is_migrated_to_v2_keeping_its_rows(tmp_path: Path) -> Non
 
     account, old, new = asyncio.run(main())
     versions = [r[0] for r in query(path, "SELECT version FROM schema_migrations")]
-    assert versions == [1, 2, 3]
+    assert versions == [1, 2, 3, 4]
     for table in ("accounts", "calls"):
         columns = {row[1]: row[2] for row in query(path, f"PRAGMA table_info({table})")}
         assert (columns["agent_confirm"], columns["time_limit"]) == ("TEXT", "INTEGER")
@@ -343,6 +344,40 @@ def test_a_v1_database_is_migrated_to_v2_keeping_its_rows(tmp_path: Path) -> Non
     assert query(path, "SELECT agent_confirm, time_limit FROM calls WHERE call_id = 'call-2'") \
         == [("dtmf", 600)]
     assert (new.agent_confirm, new.time_limit) == ("dtmf", 600)
+
+
+def test_a_v3_database_gives_each_agent_its_own_session_epoch(tmp_path: Path) -> None:
+    path = tmp_path / "cb.db"
+
+    async def make_v3() -> None:
+        async with aiosqlite.connect(path, isolation_level=None) as db:
+            await db.execute("BEGIN IMMEDIATE")
+            await migrate(db, datetime(2026, 1, 1, tzinfo=UTC), migrations=MIGRATIONS[:3])
+            await db.execute("COMMIT")
+
+    asyncio.run(make_v3())
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO accounts (id, name, callback_url, callback_secret, created_at)"
+                     " VALUES ('a1', 'acme', 'https://crm/cb', 'whsec_x', '2026-01-01T00:00:00"
+                     ".000000+00:00')")
+        for name, password in (("priya", "scrypt$kept"), ("arjun", None)):
+            conn.execute("INSERT INTO agents (account_id, crm_username, created_at,"
+                         " password_hash) VALUES ('a1', ?, '2026-01-01T00:00:00.000000+00:00',"
+                         " ?)", (name, password))
+    conn.close()
+    assert "session_epoch" not in {row[1] for row in query(path, "PRAGMA table_info(agents)")}
+
+    async def epochs() -> dict[tuple[str, str], str]:
+        async with await SqliteStore.open(path) as store:
+            assert await store.get_agent_password("a1", "priya") == "scrypt$kept"
+            return await store.agent_session_epochs([("a1", "priya"), ("a1", "arjun"),
+                                                     ("a1", "nobody")])
+
+    found = asyncio.run(epochs())
+    assert [r[0] for r in query(path, "SELECT version FROM schema_migrations")] == [1, 2, 3, 4]
+    assert set(found) == {("a1", "priya"), ("a1", "arjun")}  # no such agent: absent
+    assert all(len(epoch) == 16 for epoch in found.values())
+    assert len(set(found.values())) == 2
 
 
 def test_split_statements_keeps_semicolons_in_strings_and_triggers() -> None:

@@ -234,6 +234,59 @@ def test_agents_per_account(db: Path) -> None:
     run(db, body)
 
 
+def test_a_new_password_or_removal_starts_a_new_session_epoch_and_voids_links(
+    db: Path,
+) -> None:
+    async def body(store: SqliteStore) -> None:
+        acme = await an_account(store, "acme")
+        for name in ("priya", "arjun"):
+            assert await store.add_agent(acme, name)
+        pair, other = (acme, "priya"), (acme, "arjun")
+
+        async def epochs() -> dict[tuple[str, str], str]:
+            return await store.agent_session_epochs([pair, other, (acme, "nobody")])
+
+        first = await epochs()
+        assert set(first) == {pair, other} and first[pair] != first[other]
+        link_until = T0 + timedelta(hours=1)
+        for token in ("link-1", "link-2"):
+            await store.add_signin_link(token, acme, "priya", link_until)
+        await store.add_signin_link("arjuns-link", acme, "arjun", link_until)
+        assert await store.use_signin_link("link-1", T0) == pair
+
+        assert await store.set_agent_password(acme, "priya", "scrypt$new")
+        second = await epochs()
+        assert second[pair] != first[pair] and second[other] == first[other]
+        assert await store.get_agent_password(acme, "priya") == "scrypt$new"
+        assert await store.use_signin_link("link-2", T0) is None  # printed before the change
+        assert not await store.set_agent_password(acme, "nobody", "scrypt$x")
+
+        await store.add_signin_link("link-3", acme, "priya", link_until)
+        assert await store.remove_agent(acme, "priya")
+        assert await store.add_agent(acme, "priya")  # the same name again: a new agent
+        third = await epochs()
+        assert third[pair] not in (first[pair], second[pair])
+        assert await store.use_signin_link("link-3", T0) is None
+        assert await store.use_signin_link("arjuns-link", T0) == other  # not arjun's business
+
+    run(db, body)
+
+
+def test_session_epochs_of_many_agents_at_once(db: Path) -> None:
+    async def body(store: SqliteStore) -> None:
+        acme = await an_account(store, "acme")
+        names = [f"agent{n:03d}" for n in range(700)]  # more than one query's parameters
+        for name in names:
+            await store.add_agent(acme, name)
+        asked = [(acme, name) for name in names] + [(acme, "nobody"), ("other", "agent001")]
+        found = await store.agent_session_epochs(asked)
+        assert sorted(found) == [(acme, name) for name in names]
+        assert len(set(found.values())) == len(names)
+        assert await store.agent_session_epochs([]) == {}
+
+    run(db, body)
+
+
 # -- calls and legs ----------------------------------------------------------------------------
 
 

@@ -20,6 +20,14 @@ Format of a launch token, documented for CRM developers in ``integration-guide.h
 
 The session cookie and the call tickets the page carries are the same construction with the
 per-install server secret (``server_secrets``), see :func:`seal`.
+
+Signing out everywhere: the cookie carries the agent's *session epoch* (random, stored with
+the agent), and :meth:`SoftphoneAuth.session` refuses a cookie whose epoch is not the
+current one. ``callbridge agent password`` gives the agent a new epoch and ``agent remove``
+drops the agent, so every session made before ends at its next check; both also void the
+agent's unused sign-in links (a link is a credential from before the change). The admin
+command runs in another process: an open page is closed by the presence's periodic re-check
+(:meth:`SoftphoneAuth.lapsed`, :class:`~callbridge.softphone.presence.Presence`).
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import hashlib
 import hmac
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,7 +46,9 @@ from typing import Any
 from callbridge.store.models import Account, Store
 
 __all__ = [
+    "EXPIRED",
     "LAUNCH_TOKEN_MAX_AGE",
+    "REVOKED",
     "SESSION_COOKIE",
     "LaunchError",
     "PendingCall",
@@ -195,6 +205,17 @@ class Session:
     account_id: str
     crm_username: str
     expires: int  #: unix seconds
+    #: The agent's session epoch when the session began; a new password changes the agent's.
+    epoch: str = ""
+
+    @property
+    def agent(self) -> tuple[str, str]:
+        return self.account_id, self.crm_username
+
+
+#: Why :meth:`SoftphoneAuth.lapsed` ends a session (a WebSocket close reason: <= 123 bytes).
+EXPIRED = "session expired: sign in again"
+REVOKED = "signed out: the password changed or the agent was removed"
 
 
 # -- the service the routes use ------------------------------------------------------------
@@ -221,13 +242,16 @@ class SoftphoneAuth:
     async def sign_in(self, account_name: str, crm_username: str, password: str) -> Session | None:
         """A session when the password is right; None for any kind of wrong, alike."""
         account = await self.store.find_account(account_name)
-        stored = None
+        stored, epoch = None, None
         if account is not None:
+            # The epoch first: a password changed between the two reads leaves the session
+            # with the old epoch, which the next check refuses.
+            epoch = await self._epoch(account.id, crm_username)
             stored = await self.store.get_agent_password(account.id, crm_username)
         # An unknown agent costs the same scrypt as a known one: timing tells nothing.
         if not verify_password(password, stored or _DUMMY_HASH) or account is None or not stored:
             return None
-        return self._session(account.id, crm_username)
+        return self._session(account.id, crm_username, epoch)
 
     async def new_signin_link(self, account_id: str, crm_username: str,
                               ttl: timedelta) -> str:
@@ -239,9 +263,10 @@ class SoftphoneAuth:
 
     async def use_signin_link(self, token: str) -> Session | None:
         found = await self.store.use_signin_link(_sha256(token), self.clock())
-        if found is None or await self.store.get_agent(*found) is None:
+        epoch = None if found is None else await self._epoch(*found)
+        if found is None or epoch is None:
             return None
-        return self._session(*found)
+        return self._session(*found, epoch)
 
     async def use_launch_token(self, token: str) -> tuple[Session, PendingCall]:
         """The session and the call a launch token carries; LaunchError when refused."""
@@ -254,34 +279,55 @@ class SoftphoneAuth:
         if unseal(account.launch_secret.encode(), token) is None:
             raise LaunchError("bad signature")
         claims = _claims(payload, self.now())
-        agent = await self.store.get_agent(account.id, claims["crm_username"])
-        if agent is None:
+        epoch = await self._epoch(account.id, claims["crm_username"])
+        if epoch is None:
             raise LaunchError(f"no agent {claims['crm_username']!r}")
         expires = datetime.fromtimestamp(claims["exp"], UTC)
         if not await self.store.use_launch_token(claims["jti"], expires, self.clock()):
             raise LaunchError("token used already")
         call = PendingCall(claims["to_number"], claims["uuid"], claims.get("from_number"), True)
-        return self._session(account.id, agent.crm_username), call
+        return self._session(account.id, claims["crm_username"], epoch), call
 
-    def _session(self, account_id: str, crm_username: str) -> Session:
-        return Session(account_id, crm_username, int(self.now()) + SESSION_SECONDS)
+    def _session(self, account_id: str, crm_username: str, epoch: str | None) -> Session:
+        return Session(account_id, crm_username, int(self.now()) + SESSION_SECONDS, epoch or "")
+
+    async def _epoch(self, account_id: str, crm_username: str) -> str | None:
+        """The agent's current session epoch; None when there is no such agent."""
+        agent = (account_id, crm_username)
+        return (await self.store.agent_session_epochs([agent])).get(agent)
 
     async def cookie_value(self, session: Session) -> str:
-        payload = {"a": session.account_id, "u": session.crm_username, "exp": session.expires}
+        payload = {"a": session.account_id, "u": session.crm_username, "exp": session.expires,
+                   "g": session.epoch}  # fmt: skip
         return seal(await self.key(), payload)
 
     async def session(self, cookie: str | None) -> Session | None:
-        """The session a cookie carries, if it is ours, unexpired, and its agent exists."""
+        """The session a cookie carries, if it is ours, unexpired, its agent exists and it
+        was made under the agent's current session epoch (no password change since)."""
         payload = unseal(await self.key(), cookie) if cookie else None
         if payload is None:
             return None
         account_id, username, expires = payload.get("a"), payload.get("u"), payload.get("exp")
+        epoch = payload.get("g")
         if not (isinstance(account_id, str) and isinstance(username, str)
-                and isinstance(expires, int) and expires > self.now()):  # fmt: skip
+                and isinstance(expires, int) and isinstance(epoch, str)):  # fmt: skip
             return None
-        if await self.store.get_agent(account_id, username) is None:
-            return None
-        return Session(account_id, username, expires)
+        session = Session(account_id, username, expires, epoch)
+        return None if await self.lapsed([session]) else session
+
+    async def lapsed(self, sessions: Collection[Session]) -> dict[Session, str]:
+        """The sessions among ``sessions`` that are over, each with why (:data:`EXPIRED`,
+        :data:`REVOKED`); one store query whatever their number."""
+        current = await self.store.agent_session_epochs({s.agent for s in sessions})
+        now = self.now()
+        over: dict[Session, str] = {}
+        for session in sessions:
+            epoch = current.get(session.agent)
+            if epoch is None or epoch != session.epoch:  # the cookie is signed: no secret here
+                over[session] = REVOKED
+            elif session.expires <= now:
+                over[session] = EXPIRED
+        return over
 
 
 def _claims(payload: dict[str, Any], now: float) -> dict[str, Any]:

@@ -9,7 +9,11 @@ code below in the ASGI close, which the tests read):
    handshake and cookies ride along whatever page opened it, so this is what stops another
    site's page from using the agent's session (cross-site WebSocket hijacking).
 
-While the socket is open the agent is online (:mod:`callbridge.softphone.presence`).
+While the socket is open the agent is online (:mod:`callbridge.softphone.presence`), as long
+as the session lasts: a password changed or the agent removed (by the admin command, in
+another process) or the session expired signs the page out, at its next message or within
+``Presence.recheck_every`` seconds, whichever comes first: ``error`` ``SIGNED_OUT``, then
+close 4401 with the reason.
 
 Every message is an object with a ``type``. Page to server:
 
@@ -39,7 +43,8 @@ offer      ``sdp``, ``call_id``: the agent leg, as a WebRTC offer the page answe
 answer     ``sdp``
 state      ``state`` (idle, dialing, ringing, bridged, ended), ``call_id``?, ``reason``?,
            ``started_at``? (ISO-8601, for the page's timer); or an echo of the page's state
-error      ``reason`` (BAD_MESSAGE, NOT_AVAILABLE, ...), ``message``: the page shows it
+error      ``reason`` (BAD_MESSAGE, NOT_AVAILABLE, SIGNED_OUT, ...), ``message``: the page
+           shows it
 =========  ===================================================================================
 
 The server answers ``hello`` and echoes ``state``; ``call`` goes to the :class:`Dialer`
@@ -65,7 +70,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from callbridge.api.origin import normalize_origin
 from callbridge.config import IceServer
 from callbridge.softphone.auth import SESSION_COOKIE, Session, SoftphoneAuth
-from callbridge.softphone.presence import Presence
+from callbridge.softphone.presence import CLOSE_SIGNED_OUT, Presence
 from callbridge.store.models import Store
 
 __all__ = ["CLOSE_BAD_ORIGIN", "CLOSE_UNAUTHENTICATED", "CallSignals", "Signalling"]
@@ -74,7 +79,7 @@ log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
 #: WebSocket close codes (RFC 6455 §7.4.2: 4000-4999 are the application's own).
-CLOSE_UNAUTHENTICATED = 4401
+CLOSE_UNAUTHENTICATED = CLOSE_SIGNED_OUT  # 4401: no session, or it ended while open
 CLOSE_BAD_ORIGIN = 4403
 #: RFC 6455 §7.4.1: 1009, a message too big to process. An SDP is a few kilobytes.
 CLOSE_TOO_BIG = 1009
@@ -150,7 +155,7 @@ class Signalling:
             await websocket.send_json(message)
 
         try:
-            with (self.presence.connected(session.account_id, session.crm_username, websocket),
+            with (self.presence.signed_in(session, websocket, self.auth),
                   suppress(WebSocketDisconnect)):
                 await self._serve(session, websocket, reply)
         finally:
@@ -176,6 +181,10 @@ class Signalling:
                 await websocket.close(CLOSE_TOO_BIG, "message too big")
                 return
             message = _parse(text)
+            lapsed = await self.auth.lapsed([session])  # e.g. no call after a new password
+            if lapsed:
+                await self.presence.sign_out(websocket, lapsed[session])
+                return
             if message is None:
                 await reply(_error("BAD_MESSAGE", "expected a JSON object with a 'type'"))
             else:

@@ -168,8 +168,21 @@ CREATE TABLE launch_tokens_used (
 CREATE INDEX launch_tokens_used_expiry ON launch_tokens_used (expires_at);
 """
 
+V4 = """
+-- Signing an agent out everywhere (issue 6). Every softphone session cookie carries its
+-- agent's session_epoch, and one that does not carry the current epoch is refused. A new
+-- password gives the agent a new random epoch (so every earlier session ends), and so does
+-- adding an agent again under a removed one's name (a counter would restart at the same
+-- value and revive the removed agent's cookies). Cookies made before this version carry
+-- no epoch: every agent signs in once more after the upgrade.
+ALTER TABLE agents ADD COLUMN session_epoch TEXT NOT NULL DEFAULT '';
+UPDATE agents SET session_epoch = lower(hex(randomblob(8)));
+"""
+
 #: Every migration, in order. The last version is the one this code reads and writes.
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, V1), Migration(2, V2), Migration(3, V3))
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, V1), Migration(2, V2), Migration(3, V3), Migration(4, V4),
+)
 LATEST_VERSION = MIGRATIONS[-1].version
 
 _CREATE_VERSIONS = """

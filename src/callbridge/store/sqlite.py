@@ -26,7 +26,7 @@ import sqlite3
 import types
 import typing
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -171,6 +171,18 @@ _UPSERT_LEG = (
     + " ON CONFLICT (call_id, leg_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _LEGS.columns[2:])
 )
+
+
+#: A fresh session epoch, made by SQLite: 64 random bits as hex.
+_NEW_EPOCH = "lower(hex(randomblob(8)))"
+
+
+async def _forget_signin_links(db: aiosqlite.Connection, account_id: str,
+                               crm_username: str) -> None:
+    """A sign-in link printed before a password change (or removal) is a credential from
+    before it: it stops working too."""
+    await db.execute("DELETE FROM signin_links WHERE account_id = ? AND crm_username = ?",
+                     [account_id, crm_username])  # fmt: skip
 
 
 def _check_legs(call: Call) -> None:
@@ -380,10 +392,21 @@ class SqliteStore:
 
     async def add_agent(self, account_id: str, crm_username: str) -> bool:
         """True if added, False if the account had this agent already."""
-        return await self._add_pair("agents", "crm_username", account_id, crm_username)
+        sql = (
+            "INSERT INTO agents (account_id, crm_username, created_at, session_epoch)"
+            f" VALUES (?, ?, ?, {_NEW_EPOCH}) ON CONFLICT (account_id, crm_username) DO NOTHING"
+        )
+        params = [account_id, crm_username, _ts(self._now())]
+        return await self._write("add agent", sql, params) == 1
 
     async def remove_agent(self, account_id: str, crm_username: str) -> bool:
-        return await self._remove_pair("agents", "crm_username", account_id, crm_username)
+        async with self._transaction("remove agent") as db:
+            cursor = await db.execute(
+                "DELETE FROM agents WHERE account_id = ? AND crm_username = ?",
+                [account_id, crm_username],
+            )
+            await _forget_signin_links(db, account_id, crm_username)
+            return cursor.rowcount == 1
 
     async def get_agent(self, account_id: str, crm_username: str) -> Agent | None:
         sql = "SELECT * FROM agents WHERE account_id = ? AND crm_username = ?"
@@ -399,9 +422,31 @@ class SqliteStore:
     async def set_agent_password(
         self, account_id: str, crm_username: str, password_hash: str | None
     ) -> bool:
-        sql = "UPDATE agents SET password_hash = ? WHERE account_id = ? AND crm_username = ?"
-        params = [password_hash, account_id, crm_username]
-        return await self._write("set agent password", sql, params) == 1
+        async with self._transaction("set agent password") as db:
+            cursor = await db.execute(
+                f"UPDATE agents SET password_hash = ?, session_epoch = {_NEW_EPOCH}"
+                " WHERE account_id = ? AND crm_username = ?",
+                [password_hash, account_id, crm_username],
+            )
+            await _forget_signin_links(db, account_id, crm_username)
+            return cursor.rowcount == 1
+
+    async def agent_session_epochs(
+        self, agents: Collection[tuple[str, str]]
+    ) -> dict[tuple[str, str], str]:
+        pairs = sorted(set(agents))
+        found: dict[tuple[str, str], str] = {}
+        for start in range(0, len(pairs), _CHUNK // 2):  # two parameters a pair
+            chunk = pairs[start:start + _CHUNK // 2]
+            sql = (
+                "SELECT account_id, crm_username, session_epoch FROM agents"
+                " WHERE (account_id, crm_username) IN"
+                f" (VALUES {', '.join(['(?, ?)'] * len(chunk))})"
+            )
+            params = [value for pair in chunk for value in pair]
+            for row in await self._query("agent session epochs", sql, params):
+                found[row["account_id"], row["crm_username"]] = row["session_epoch"]
+        return found
 
     async def get_agent_password(self, account_id: str, crm_username: str) -> str | None:
         sql = "SELECT password_hash FROM agents WHERE account_id = ? AND crm_username = ?"
