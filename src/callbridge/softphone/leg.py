@@ -15,7 +15,12 @@ come back through it). One :class:`BrowserLeg` per ringing call::
 A call the page placed itself (its Call button, :mod:`callbridge.softphone.dialer`) is not
 rung: :meth:`BrowserPhone.expect` keeps the page's offer, and when the runner comes to ring
 that call the leg is answered with it at once (``state`` dialing with the ``call_id``, then
-``answer``).
+``answer``). A kept offer goes on every other path too: the page closing first, the call
+ending before its agent leg starts (no port for it, a failure inside callbridge, the runner
+never started) or :meth:`BrowserPhone.forget`. The runner rings leg 1 within milliseconds
+of the start, so an offer still kept after ``placed_ttl`` seconds belongs to a call that
+ended without ringing: it is dropped and the page told (``error`` ``CALL_FAILED``), which
+ends its Dialing.
 
 The page offers (it holds the microphone and waits for ICE gathering: no trickle) and we
 answer; the leg then reports into the call's queue with the call machine's own events, so
@@ -40,9 +45,13 @@ from callbridge.softphone.presence import Presence
 from callbridge.softphone.signalling import Reply
 from callbridge.softphone.webrtc import BrowserMedia
 
-__all__ = ["BrowserLeg", "BrowserPhone", "LegState"]
+__all__ = ["PLACED_TTL", "BrowserLeg", "BrowserPhone", "LegState"]
 
 log = logging.getLogger(__name__)
+
+#: The longest a placed call's offer waits for its agent leg: far above the milliseconds the
+#: runner takes, and above the store's 5 s busy timeout that a slow first write may wait.
+PLACED_TTL = 30.0
 
 
 class LegState(enum.Enum):
@@ -130,7 +139,8 @@ class BrowserLeg:
 class BrowserPhone:
     """Rings softphone pages for the call service; takes the pages' call messages."""
 
-    def __init__(self, presence: Presence, settings: SoftphoneSettings | None = None) -> None:
+    def __init__(self, presence: Presence, settings: SoftphoneSettings | None = None, *,
+                 placed_ttl: float = PLACED_TTL) -> None:
         self.presence = presence
         settings = settings or SoftphoneSettings()
         #: Given to each call's BrowserMedia (``[softphone]``).
@@ -139,11 +149,39 @@ class BrowserPhone:
         self.legs: dict[str, BrowserLeg] = {}
         #: Calls a page placed (its Call button), by call id: the page's offer and socket.
         self.placed: dict[str, tuple[str, Reply]] = {}
+        #: Seconds a placed call's offer waits for the agent leg (see the module docstring).
+        self.placed_ttl = placed_ttl
+        self._placed_timers: dict[str, asyncio.TimerHandle] = {}
+        self._telling: set[asyncio.Task[None]] = set()
 
     def expect(self, call_id: str, offer: str, page: Reply) -> None:
         """The page behind ``page`` placed ``call_id`` with ``offer``: when the call comes to
-        ring its agent, the leg is answered with that offer instead (the agent is calling)."""
+        ring its agent, the leg is answered with that offer instead (the agent is calling).
+        Kept at most :attr:`placed_ttl` seconds."""
+        self.forget(call_id)
         self.placed[call_id] = (offer, page)
+        loop = asyncio.get_running_loop()
+        self._placed_timers[call_id] = loop.call_later(self.placed_ttl, self._placed_expired,
+                                                       call_id)  # fmt: skip
+
+    def forget(self, call_id: str) -> tuple[str, Reply] | None:
+        """Drop what :meth:`expect` kept for ``call_id`` (idempotent); what it was."""
+        timer = self._placed_timers.pop(call_id, None)
+        if timer is not None:
+            timer.cancel()
+        return self.placed.pop(call_id, None)
+
+    def _placed_expired(self, call_id: str) -> None:
+        placed = self.forget(call_id)
+        if placed is None:
+            return
+        log.warning("call %s: no agent leg %.0f s after the page placed it (the call ended"
+                    " before it): its offer dropped", call_id, self.placed_ttl)  # fmt: skip
+        message = {"type": "error", "code": "CALL_FAILED", "reason": "CALL_FAILED",
+                   "call_id": call_id, "message": "the call could not be connected"}
+        task = asyncio.get_running_loop().create_task(_tell(placed[1], message, call_id))
+        self._telling.add(task)
+        task.add_done_callback(self._telling.discard)
 
     async def ring(self, call_id: str, account_id: str, crm_username: str, to_number: str,
                    endpoint: tuple[str, int], events: asyncio.Queue[Any]) -> BrowserLeg | None:
@@ -152,7 +190,7 @@ class BrowserPhone:
         media.connect(endpoint)
         leg = BrowserLeg(self, call_id, account_id, crm_username, media, events)
         self.legs[call_id] = leg
-        placed = self.placed.pop(call_id, None)
+        placed = self.forget(call_id)
         if placed is not None:
             return await self._answer_placed(leg, *placed)
         rung = await self.presence.send(account_id, crm_username, {
@@ -194,15 +232,27 @@ class BrowserPhone:
             await reply(_error("NOT_AVAILABLE", f"{kind!r} is not available from the softphone"))
 
     async def closed(self, session: Session, reply: Reply) -> None:
-        """A page's WebSocket closed: a call it answered is hung up, and a call ringing an
-        agent who now has no page open stops ringing (480, RFC 3261 §21.4.18)."""
+        """A page's WebSocket closed: a call it answered is hung up, its offer for a call it
+        placed is dropped (that call's agent leg then rings like any other: the agent's other
+        page, or fails offline), and a call ringing an agent who now has no page open stops
+        ringing (480, RFC 3261 §21.4.18)."""
         agent = (session.account_id, session.crm_username)
+        for call_id, (_offer, page) in list(self.placed.items()):
+            if page == reply:  # ==: a bound method is made anew at each access
+                self.forget(call_id)
         for leg in list(self.legs.values()):
             if leg.page is reply:
                 await leg.page_hangup()
             elif (leg.agent == agent and leg.state is LegState.RINGING
                   and not self.presence.is_online(*agent)):
                 await leg.end(LegFailed(AGENT, 480, "AGENT_OFFLINE"))
+
+
+async def _tell(page: Reply, message: dict[str, Any], call_id: str) -> None:
+    try:
+        await page(message)
+    except Exception as exc:  # the page closed meanwhile: nobody to tell
+        log.info("call %s: the placing page is gone: %s", call_id, exc)
 
 
 def _error(reason: str, text: str) -> dict[str, Any]:
