@@ -283,7 +283,10 @@ def test_agents_add_list_remove_and_refuse_bad_names(cli: Cli) -> None:
         assert cli.fails("agent", "add", "acme", bad) == error(
             f"crm_username {bad!r}: expected 1 to 64 letters, digits, '.', '_', '@' or '-'"
         )
-    cli.ok("agent", "remove", "acme", "bob_2")
+    listed = cli.json("agent", "list", "acme")
+    assert all("session_epoch" not in agent for agent in listed)  # internal, never shown
+    removed = cli.ok("agent", "remove", "acme", "bob_2")
+    assert "its softphone sessions and sign-in links no longer work" in removed
     assert cli.fails("agent", "remove", "acme", "bob_2") == error(
         "account 'acme' has no agent 'bob_2'"
     )

@@ -72,8 +72,8 @@ def db(phone: Softphone) -> Path:
     return Path(phone.store.path)
 
 
-async def new_password(phone: Softphone, password: str = NEW_PASSWORD) -> None:
-    await admin(db(phone), "agent", "password", "acme", AGENT, stdin=password + "\n")
+async def new_password(phone: Softphone, password: str = NEW_PASSWORD) -> str:
+    return await admin(db(phone), "agent", "password", "acme", AGENT, stdin=password + "\n")
 
 
 # -- over HTTP (Starlette's TestClient) ------------------------------------------------------
@@ -122,7 +122,8 @@ def test_a_new_password_signs_out_every_session_of_the_agent(
     laptop, desk = sign_in(client), sign_in(client)
     assert session_status(client, laptop) == session_status(client, desk) == 200
 
-    asyncio.run(new_password(phone))
+    said = asyncio.run(new_password(phone))
+    assert "existing sessions are signed out" in said
     assert session_status(client, laptop) == session_status(client, desk) == 401
     assert handshake_refused(client, laptop) == CLOSE_UNAUTHENTICATED
     assert sign_in(client, PASSWORD) == ""  # the old password is no more

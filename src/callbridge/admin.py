@@ -568,7 +568,8 @@ async def _agent_remove(args: argparse.Namespace, db: _Database) -> Output:
     account = await _account(store, args.account)
     if not await store.remove_agent(account.id, username):
         raise AdminError(f"account {account.name!r} has no agent {username!r}")
-    text = f"Agent {username!r} removed from account {account.name!r}."
+    text = (f"Agent {username!r} removed from account {account.name!r}; its softphone"
+            " sessions and sign-in links no longer work.")  # fmt: skip
     return Output(
         {"account_id": account.id, "account": account.name, "crm_username": username}, text
     )
@@ -617,7 +618,9 @@ async def _agent_password(args: argparse.Namespace, db: _Database) -> Output:
     account = await _account(store, args.account)
     if not await store.set_agent_password(account.id, username, _hashed_password(password)):
         raise AdminError(f"account {account.name!r} has no agent {username!r}")
-    text = f"Softphone password of agent {username!r} of account {account.name!r} set."
+    text = (f"Softphone password of agent {username!r} of account {account.name!r} set; the"
+            " agent's existing sessions are signed out (open pages within seconds) and earlier"
+            " sign-in links no longer work.")  # fmt: skip
     doc = {"account_id": account.id, "account": account.name, "crm_username": username}
     return Output(doc, text)
 
