@@ -438,10 +438,13 @@ class SqliteStore:
         found: dict[tuple[str, str], str] = {}
         for start in range(0, len(pairs), _CHUNK // 2):  # two parameters a pair
             chunk = pairs[start:start + _CHUNK // 2]
+            # A join, not "(a, b) IN (VALUES ...)": SQLite scans the table for the latter
+            # and searches the primary key once a pair for the former.
             sql = (
-                "SELECT account_id, crm_username, session_epoch FROM agents"
-                " WHERE (account_id, crm_username) IN"
-                f" (VALUES {', '.join(['(?, ?)'] * len(chunk))})"
+                "SELECT a.account_id, a.crm_username, a.session_epoch"
+                f" FROM (VALUES {', '.join(['(?, ?)'] * len(chunk))}) AS wanted"
+                " JOIN agents AS a ON a.account_id = wanted.column1"
+                " AND a.crm_username = wanted.column2"
             )
             params = [value for pair in chunk for value in pair]
             for row in await self._query("agent session epochs", sql, params):
