@@ -36,13 +36,14 @@ import ipaddress
 import logging
 import random
 import socket
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Final, Protocol
 
 from callbridge.media.dtmf import DtmfError, DtmfPacket, DtmfReceiver, DtmfSender, TelephoneEvent
 from callbridge.media.reactor import Reactor, reactor_for
-from callbridge.media.rtp import RtpError, is_rtcp, ts_add, unpack_header
+from callbridge.media.rtp import HEADER_SIZE, is_rtcp, ts_add
 from callbridge.media.stream import CLOCK_RATE, MAX_DATAGRAM, TxStream, audio_payload
 
 __all__ = [
@@ -59,6 +60,11 @@ log = logging.getLogger(__name__)
 
 #: The codecs a leg may negotiate.
 CODECS: Final = ("PCMU", "PCMA")
+
+_HEADER: Final = struct.Struct("!BBHII")
+#: Second octets of RTCP sharing the RTP port (RFC 5761 §4): packet types 192-223.
+_RTCP_FIRST: Final = 192
+_RTCP_LAST: Final = 223
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,19 +217,23 @@ class LegEndpoint:
         now = self._time()
         self.last_received = now
         self.received += 1
-        try:
-            pt, marker, seq, ts, ssrc = unpack_header(data)
-        except RtpError:
+        # rtp.unpack_header, inlined: this runs for every packet of every call.
+        if len(data) < HEADER_SIZE:
             self._bad_datagram(data)
             return
+        b0, b1, seq, ts, ssrc = _HEADER.unpack_from(data)
+        if b0 & 0xC0 != 0x80 or _RTCP_FIRST <= b1 <= _RTCP_LAST:
+            self._bad_datagram(data)
+            return
+        pt = b1 & 0x7F
         handler = self._handler
         if pt == self._audio_pt:
             if handler is not None:
-                handler.on_audio(data, marker, seq, ts, ssrc, now)
+                handler.on_audio(data, b1 > 0x7F, seq, ts, ssrc, now)
         elif pt == self._event_pt:
             if handler is not None:
-                handler.on_telephone_event(data, marker, seq, ts, ssrc, now)
-            self._receive_digit(data, marker, ts, ssrc)
+                handler.on_telephone_event(data, b1 > 0x7F, seq, ts, ssrc, now)
+            self._receive_digit(data, b1 > 0x7F, ts, ssrc)
         elif handler is not None:
             self.unknown_payload += 1
 

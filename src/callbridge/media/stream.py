@@ -6,9 +6,9 @@ stream (RFC 3550 §5.1) across early media, answer, re-INVITE, bridge changes an
 A phone or carrier that sees the SSRC change, or the sequence jump, may reset its jitter
 buffer, mute for a moment or drop the stream.
 
-This is the per-packet send path: the header is rewritten into one preallocated buffer per
-leg (``rtp.rewrite_header``) and sent from it, with no allocation when no transcoding is
-needed.
+This is the per-packet send path: each forwarded datagram is copied into one preallocated
+buffer per leg, its fixed header written over, and sent from there: no allocation when no
+transcoding is needed.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Final
 
 from callbridge.media.dtmf import DtmfPacket
-from callbridge.media.rtp import HEADER_SIZE, RtpError, RtpPacket, rewrite_header
+from callbridge.media.rtp import HEADER_SIZE, RtpError, RtpPacket
 
 __all__ = ["CLOCK_RATE", "MAX_DATAGRAM", "TxStream", "audio_payload", "payload_span"]
 
@@ -37,6 +37,9 @@ MAX_MISORDER: Final = 100
 _FOLLOW_ON_FRAMES: Final = 2
 
 _HEADER = struct.Struct("!BBHII")
+#: Second octets that read as RTCP (RFC 5761 §4): a payload type 64-95 with the marker set.
+_RTCP_FIRST: Final = 192
+_RTCP_LAST: Final = 223
 
 
 def payload_span(data: bytes) -> tuple[int, int]:
@@ -132,18 +135,16 @@ class TxStream:
             self._src_seq = seq
         out_seq = (seq + self._seq_off) & 0xFFFF
         out_ts = (ts + self._ts_off) & 0xFFFFFFFF
-        try:
-            length = rewrite_header(
-                self._buf,
-                data,
-                payload_type=payload_type,
-                sequence_number=out_seq,
-                timestamp=out_ts,
-                ssrc=self.ssrc,
-                marker=marker,
-            )
-        except RtpError:
-            return  # longer than any G.711 packet: not ours to relay
+        length = len(data)
+        b1 = payload_type | 0x80 if marker else payload_type
+        if length > MAX_DATAGRAM or _RTCP_FIRST <= b1 <= _RTCP_LAST:
+            return  # longer than any G.711 packet, or PT 64-95 + marker (reads as RTCP)
+        # rtp.rewrite_header, inlined for the per-packet path: the endpoint checked the
+        # version and length already. The whole datagram is copied (a same-size slice
+        # assignment: no allocation), then the fixed header is written over it.
+        buf = self._buf
+        buf[0:length] = data
+        _HEADER.pack_into(buf, 0, data[0], b1, out_seq, out_ts, self.ssrc)
         if table is not None:
             try:
                 start, end = payload_span(data)
