@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -93,6 +95,13 @@ class Server:
         self.sip = SipService(settings)
         await self.sip.start()
         media = settings.media
+        # One descriptor per call leg: the RTP range's legs, plus room for SIP, HTTP and files.
+        legs = (media.rtp_port_max - media.rtp_port_min + 1) // 2
+        limit = raise_open_file_limit(legs + _SPARE_DESCRIPTORS)
+        if limit < legs + _SPARE_DESCRIPTORS:
+            log.warning("the open-file limit (%d, the hard limit) caps concurrent call legs at "
+                        "about %d of the RTP range's %d: raise it (systemd: LimitNOFILE=)",
+                        limit, max(limit - _SPARE_DESCRIPTORS, 0), legs)
         self.ports = PortAllocator(self.sip.local_address[0], media.rtp_port_min,
                                    media.rtp_port_max,
                                    public_host=media.public_host or settings.sip.public_host)
@@ -174,6 +183,34 @@ def _bind_tcp(host: str, port: int) -> socket.socket:
     sock.listen(1024)
     sock.setblocking(False)
     return sock
+
+
+#: Descriptors kept for everything but RTP: SIP/HTTP sockets and connections, the database,
+#: recordings being written, callback connections.
+_SPARE_DESCRIPTORS = 1024
+
+
+def raise_open_file_limit(wanted: int) -> int:
+    """Raise this process's soft open-file limit towards ``wanted`` (never above the hard
+    limit, never lowering it); the soft limit now in force.
+
+    Distributions start services at a soft limit of 1,024 descriptors, about 500 two-party
+    calls' worth of RTP sockets; the hard limit is usually far higher and a process may raise
+    its own soft limit up to it (as the Go runtime and nginx's worker_rlimit_nofile do).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return sys.maxsize
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft >= target:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("could not raise the open-file limit from %d to %d: %s", soft, target, exc)
+        return soft
+    log.info("open-file limit raised from %d to %d", soft, target)
+    return target
 
 
 async def serve_forever(settings: Settings,
