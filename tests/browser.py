@@ -1,6 +1,7 @@
-"""Headless Chromium for the softphone tests: Debian's ``chromium``, driven by Playwright.
+"""Headless browsers for the softphone tests: Debian's ``chromium``, driven by Playwright, and
+(in firefox.py) Debian's ``firefox-esr``; :func:`browser_page` opens a tab in either.
 
-The browser is the system one (``/usr/bin/chromium``, installed by scripts/test), never a
+Chromium is the system one (``/usr/bin/chromium``, installed by scripts/test), never a
 Playwright download. Its microphone is a WAV file (Chromium's fake capture device, looped),
 so a test knows exactly what the agent "says". The network here is closed: the flags keep
 Chromium from reaching for update, sync and QUIC hosts it cannot get to.
@@ -18,9 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-from playwright.async_api import BrowserContext, async_playwright
+from playwright.async_api import BrowserContext, Page, async_playwright
+
+from firefox import FirefoxPage, firefox
 
 CHROMIUM = Path("/usr/bin/chromium")
+#: The browsers the softphone must work in (issue 6): Debian's chromium and firefox-esr.
+BROWSERS = ("chromium", "firefox")
 WAV_RATE = 48000
 
 #: Quiet, headless, offline: no first-run UI, no background fetches, no GPU.
@@ -92,3 +97,16 @@ async def chromium(microphone_hz: float) -> AsyncIterator[BrowserContext]:
                 await context.close()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@asynccontextmanager
+async def browser_page(browser: str, microphone_hz: float) -> AsyncIterator[Page | FirefoxPage]:
+    """A tab of a fresh headless ``browser`` (one of :data:`BROWSERS`) whose microphone plays
+    ``microphone_hz``; both kinds of tab offer the Page methods the softphone tests use."""
+    if browser == "firefox":
+        async with firefox(microphone_hz) as page:
+            yield page
+        return
+    assert browser == "chromium", browser
+    async with chromium(microphone_hz) as context:
+        yield await context.new_page()

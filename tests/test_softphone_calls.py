@@ -1,5 +1,6 @@
 """The browser softphone as the agent leg of real calls: the whole server, SIPp as the trunk,
-headless Chromium (fake 440 Hz microphone) signed in on the softphone page.
+headless Chromium (fake 440 Hz microphone) signed in on the softphone page; the key flows
+(answer, hang up) also in headless Firefox.
 
 POST /calls with ``crm_username`` rings the open page instead of dialling SIP; Answer brings
 the page's WebRTC audio into the call's room through BrowserMedia's loopback RTP, so the page
@@ -19,9 +20,10 @@ import pytest
 import soundfile
 from playwright.async_api import Page
 
-from browser import chromium
+from browser import BROWSERS, browser_page
 from callbridge.softphone.auth import hash_password
 from e2e_support import Rig, dominant_hz, legs_of, rig, run
+from firefox import FirefoxPage
 from sipp import by_number_trunk
 
 pytestmark = pytest.mark.sipp
@@ -35,13 +37,13 @@ TOLERANCE_HZ = 15.0
 
 
 @asynccontextmanager
-async def signed_in_page(r: Rig) -> AsyncIterator[Page]:
-    """The agent's softphone page, signed in through its own form, its WebSocket open."""
+async def signed_in_page(r: Rig, browser: str = "chromium") -> AsyncIterator[Page | FirefoxPage]:
+    """The agent's softphone page in ``browser``, signed in through its own form, its
+    WebSocket open."""
     assert r.server.store is not None
     await r.server.store.add_agent(r.account.id, AGENT)
     await r.server.store.set_agent_password(r.account.id, AGENT, hash_password(PASSWORD))
-    async with chromium(MICROPHONE_HZ) as context:
-        page = await context.new_page()
+    async with browser_page(browser, MICROPHONE_HZ) as page:
         await page.goto(f"{r.server.settings.http.public_url}/softphone")
         await page.fill("#account", "acme")
         await page.fill("#crm_username", AGENT)
@@ -53,7 +55,7 @@ async def signed_in_page(r: Rig) -> AsyncIterator[Page]:
         yield page
 
 
-async def page_until(page: Page, expression: str, timeout: float = 10.0) -> None:
+async def page_until(page: Page | FirefoxPage, expression: str, timeout: float = 10.0) -> None:
     """Poll ``expression`` in the page until it is true; fail after ``timeout`` seconds.
 
     Polled from here: the page's CSP (no 'unsafe-eval') refuses Playwright's in-page polling.
@@ -65,7 +67,7 @@ async def page_until(page: Page, expression: str, timeout: float = 10.0) -> None
         await asyncio.sleep(0.1)
 
 
-async def page_hears(page: Page, hz: float, timeout: float = 10.0) -> float | None:
+async def page_hears(page: Page | FirefoxPage, hz: float, timeout: float = 10.0) -> float | None:
     """Poll the page's analyser until it hears ``hz`` (bounded); what it heard last."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -76,10 +78,12 @@ async def page_hears(page: Page, hz: float, timeout: float = 10.0) -> float | No
         await asyncio.sleep(0.1)
 
 
-def test_answered_on_the_page_is_bridged_heard_recorded_and_reported(tmp_path: Path) -> None:
+@pytest.mark.parametrize("browser", BROWSERS)
+def test_answered_on_the_page_is_bridged_heard_recorded_and_reported(
+        tmp_path: Path, browser: str) -> None:
     async def body() -> None:
         trunk = by_number_trunk(calls=1, variables={"hangup_ms": 4000}, recv_timeout=20)
-        async with trunk, rig(trunk, tmp_path) as r, signed_in_page(r) as page:
+        async with trunk, rig(trunk, tmp_path) as r, signed_in_page(r, browser) as page:
             call_id = await r.place(crm_username=AGENT, to_number=CUSTOMER_HANGS_UP)
             await page.wait_for_selector("#answer", state="visible", timeout=10_000)
             assert CUSTOMER_HANGS_UP in await page.inner_text("#incoming-text")
@@ -128,16 +132,18 @@ def test_declined_on_the_page_is_busy_and_dials_nobody(tmp_path: Path) -> None:
     run(body, timeout=60)
 
 
-def test_hanging_up_on_the_page_ends_the_call_as_the_agent(tmp_path: Path) -> None:
+@pytest.mark.parametrize("browser", BROWSERS)
+def test_hanging_up_on_the_page_ends_the_call_as_the_agent(tmp_path: Path, browser: str) -> None:
     async def body() -> None:
         trunk = by_number_trunk(calls=1, recv_timeout=20)
-        async with trunk, rig(trunk, tmp_path) as r, signed_in_page(r) as page:
+        async with trunk, rig(trunk, tmp_path) as r, signed_in_page(r, browser) as page:
             # Clicking Answer is the confirmation: no keypress is waited for.
             call_id = await r.place(crm_username=AGENT, to_number=CUSTOMER_1K,
                                     agent_confirm="dtmf")
             await page.click("#answer", timeout=10_000)
             assert await page_hears(page, 1000.0) == pytest.approx(1000.0, abs=TOLERANCE_HZ)
             await page.click("#hangup")
+            assert await page.evaluate("window.dominantHz()") is None  # it stopped listening
             payload = await r.callback()
             assert payload["status"] == "ANSWER" and payload["hangup_source"] == "agent"
             view = await r.view(call_id)

@@ -2,7 +2,8 @@
 ready, the agent clicks Call, and the call runs as ``POST /calls`` with ``crm_username`` would,
 except that nothing rings: the page's offer answers leg 1 at once and the customer is dialled.
 
-The whole server, SIPp as the trunk (by_number), headless Chromium with a 440 Hz microphone.
+The whole server, SIPp as the trunk (by_number), headless Chromium and Firefox with a 440 Hz
+microphone.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import soundfile
 from starlette.exceptions import StarletteDeprecationWarning
 
 from api_support import FakeCalls
+from browser import BROWSERS
 from callbridge.media.g711 import ulaw_decode
 from callbridge.softphone.auth import SESSION_COOKIE, mint_launch_token
 from callbridge.softphone.leg import BrowserPhone
@@ -48,14 +50,16 @@ OFFER = "v=0 (the page's offer: BrowserPhone answers it when the call rings the 
 
 @pytest.mark.sipp
 @pytest.mark.skipif(not can_sniff(), reason="capturing what the customer heard needs root")
-def test_a_launched_call_clicked_on_the_page_is_placed_heard_and_reported(tmp_path: Path) -> None:
+@pytest.mark.parametrize("browser", BROWSERS)
+def test_a_launched_call_clicked_on_the_page_is_placed_heard_and_reported(
+        tmp_path: Path, browser: str) -> None:
     media_port = free_udp_port()
     call_ids: list[str] = []
 
     async def body() -> None:
         trunk = by_number_trunk(calls=1, variables={"hangup_ms": 3000}, recv_timeout=20,
                                 extra_args=("-mp", str(media_port)))
-        async with trunk, rig(trunk, tmp_path) as r, signed_in_page(r) as page:
+        async with trunk, rig(trunk, tmp_path) as r, signed_in_page(r, browser) as page:
             store = r.server.store
             assert store is not None
             await store.set_launch_secret(r.account.id, LAUNCH_SECRET)

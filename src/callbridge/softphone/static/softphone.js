@@ -27,7 +27,8 @@
   let placing = false;      // Call was clicked: the server's first call_id is ours
   let pc = null;            // its RTCPeerConnection
   let iceServers = [];      // [softphone] ice_servers, from the server's hello
-  let analyser = null;      // what the agent hears, for window.dominantHz()
+  let listening = null;     // the AudioContext analysing what the agent hears
+  let analyser = null;      // its analyser, for window.dominantHz()
 
   // -- notices ---------------------------------------------------------------------------
 
@@ -87,15 +88,25 @@
   }
 
   function listen(stream) {
+    stopListening();
     // Chrome feeds a remote WebRTC stream to Web Audio only once a media element plays it.
     ui.remote.srcObject = stream;
     ui.remote.play().catch(() => {});
-    const context = new AudioContext();
-    context.resume();
-    analyser = context.createAnalyser();
+    listening = new AudioContext();
+    listening.resume().catch(() => {});
+    analyser = listening.createAnalyser();
     analyser.fftSize = 8192;
     analyser.smoothingTimeConstant = 0;
-    context.createMediaStreamSource(stream).connect(analyser);
+    listening.createMediaStreamSource(stream).connect(analyser);
+  }
+
+  function stopListening() {
+    // A running AudioContext holds an audio stream until closed: one per call would pile up
+    // over an agent's day.
+    if (listening) listening.close().catch(() => {});
+    listening = null;
+    analyser = null;
+    ui.remote.srcObject = null;
   }
 
   // The strongest frequency the agent hears (Hz), or null while silent: for tests and
@@ -134,6 +145,7 @@
     if (pc) pc.close();
     pc = null;
     callId = null;
+    stopListening();
   }
 
   function showIncoming(message) {
