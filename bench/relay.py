@@ -5,9 +5,10 @@ forwarder measured in the same run. Prints figures only.
 
 Each run bridges N two-party calls (2 relay sockets per call) and drives them from a separate
 generator process, ``rtpgen.c`` (compiled here with ``cc -O2`` into a temporary folder; without
-a C compiler, or with ``--python-generator``, a Python generator that cannot keep up beyond
-~200 calls). 50 packets/s each way per call, the 2N streams spread evenly over each 20 ms,
-172-byte RTP packets stamped with their send time (CLOCK_MONOTONIC, shared by the processes).
+a C compiler, or with ``--python-generator``, a Python generator that needs a whole core near
+600 calls, where it measures itself more than the relay). 50 packets/s each way per call, the
+2N streams spread evenly over each 20 ms, 172-byte RTP packets stamped with their send time
+(CLOCK_MONOTONIC, shared by the processes).
 Every call count is measured three times under the same load:
 
 - ``C``: ``rtpfwd.c``, a plain epoll + recvmmsg forwarder in C doing the relay's work class
@@ -187,7 +188,7 @@ class PyGenerator:
 
 def python_generator(conn: Connection, relay_ports: list[int], warmup: float,
                      seconds: float) -> None:
-    """rtpgen.c's traffic from Python: one core's worth at about 20,000 packets/s."""
+    """rtpgen.c's traffic from Python, at ~2x its CPU (65 % of a core at 400 calls)."""
     sockets = [_gen_socket() for _ in range(GEN_SOCKETS)]
     conn.send([s.getsockname()[1] for s in sockets])
     conn.recv()  # go
@@ -452,7 +453,7 @@ def build(folder: Path) -> dict[str, Path]:
     """rtpgen and rtpfwd compiled into ``folder``; empty (with a warning) if that fails."""
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
-        print("WARNING: no C compiler: Python generator (saturates near 200 calls), no C rows")
+        print("WARNING: no C compiler: Python generator (a whole core near 600 calls), no C rows")
         return {}
     binaries = {}
     for name in ("rtpgen", "rtpfwd"):
@@ -465,7 +466,7 @@ def build(folder: Path) -> dict[str, Path]:
             continue
         binaries[name] = out
     if "rtpgen" not in binaries:
-        print("WARNING: Python generator: figures above ~200 calls measure the generator")
+        print("WARNING: Python generator: near 600 calls its own limits show in the figures")
     return binaries
 
 
