@@ -150,7 +150,9 @@ class CGenerator:
             window_received=int(values["window_received"]),
             misrouted=int(values["misrouted"]),
             cpu=int(values["cpu"]) / 1e9,
-            **{q: int(values[q]) / 1e6 for q in ("p50", "p99", "p999")},
+            # -1: no packet of the window came back
+            **{q: int(values[q]) / 1e6 if values[q] != "-1" else np.nan
+               for q in ("p50", "p99", "p999")},
         )
 
 
