@@ -29,8 +29,9 @@ Columns:
   includes the generator's own send and receive path (see the C row for that floor); the
   relay's ticking adds up to 1 ms by design.
 - loss: packets sent in the window that never came back (each had >= 100 ms to do so).
-- RSS/call: resident growth of this process per call once calls run; the Python heap per call
-  (``tracemalloc``) is printed first, from a separate small run. The aim: <= 64 KB per call.
+- RSS/call: resident growth of this process per call once calls run (low when an earlier run
+  left memory to reuse); the Python heap per call (``tracemalloc``) is printed first, from a
+  separate small run. The aim: <= 64 KB per call.
 - gen: the generator's own CPU; near 100 % it is the bottleneck, not the forwarder.
 
 Figures from a machine busy with other work are unreliable: the bench warns when the load
