@@ -90,7 +90,7 @@ def test_heavy_traffic_switches_to_ticks_and_back_when_quiet() -> None:
             # Every datagram read once, in order: a tick reads a socket again while it holds
             # more than one (up to the pass limit), the next tick takes the rest.
             assert got == [n.to_bytes(4, "big") for n in range(sent)]
-            # Quiet: the next empty tick hands the set back to the loop's selector.
+            # Quiet: a few empty ticks hand the set back to the loop's selector.
             await until(lambda: not reactor.ticking)
             woken = reactor.woken
             tx.send(b"late")
@@ -152,3 +152,36 @@ def test_a_socket_removed_by_an_earlier_callback_of_the_same_pass_is_not_called(
             reactor.remove(rx2.fileno())
 
     run(body)
+
+
+def test_a_failing_callback_is_logged_and_the_others_keep_being_read_while_ticking(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        reactor = EpollReactor(loop, tick=0.005, poll_rate=100)
+        got: list[bytes] = []
+        with udp_pair() as (bad_rx, bad_tx), udp_pair() as (rx, tx):
+
+            def broken() -> None:
+                bad_rx.recv(10)
+                raise RuntimeError("a bug in one leg")
+
+            reactor.add(bad_rx.fileno(), broken)
+            reactor.add(rx.fileno(), reader(rx, got))
+            sent = 0
+            for _ in range(500):  # both sockets busy until the reactor ticks, and then some
+                bad_tx.send(b"x")
+                tx.send(sent.to_bytes(4, "big"))
+                sent += 1
+                await asyncio.sleep(0.001)
+                if reactor.ticks >= 10:
+                    break
+            assert reactor.ticks >= 10 and reactor.errors >= 10
+            await until(lambda: len(got) == sent)  # the healthy socket was never starved
+            reactor.remove(bad_rx.fileno())
+            reactor.remove(rx.fileno())
+
+    run(body)
+    failures = [r for r in caplog.records if "reading fd" in r.getMessage()]
+    assert failures and len(failures) < 10  # logged, but not once per packet

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import pytest
@@ -143,3 +144,75 @@ def test_closing_twice_releases_once() -> None:
         second.close()
 
     run_lab(scenario, port_min=43090, port_max=43091)
+
+
+# -- the connected socket and its stray twin (SO_REUSEPORT) -----------------------------------
+
+reuse_port = pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="no SO_REUSEPORT")
+
+
+@reuse_port
+def test_a_leased_port_cannot_be_joined_or_taken_by_another_allocator() -> None:
+    mine = PortAllocator(HOST, 43100, 43103)
+    lease = mine.lease()
+    try:
+        assert lease.stray is not None
+        assert lease.stray.getsockname() == lease.sock.getsockname() == (HOST, 43100)
+        # Another callbridge on an overlapping range probes without SO_REUSEPORT first: it
+        # skips the port instead of joining its group and sharing the leg's media.
+        theirs = PortAllocator(HOST, 43100, 43103)
+        other = theirs.lease()
+        assert other.port == 43102
+        other.release()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as plain:
+            with pytest.raises(OSError):
+                plain.bind((HOST, 43100))
+    finally:
+        lease.release()
+    assert lease.stray.fileno() == -1 and lease.sock.fileno() == -1
+
+
+@reuse_port
+def test_the_legs_socket_is_connected_to_its_remote_and_strangers_reach_the_twin() -> None:
+    async def scenario(lab: Lab) -> None:
+        phone, stranger = await lab.peer(), await lab.peer()
+        leg = await lab.leg("customer", phone)
+        assert leg._sock.getpeername() == phone.address  # the kernel checks the source
+        stranger.send_audio(leg.local_address, b"\x01" * 160, 0)
+        phone.send_audio(leg.local_address, b"\x02" * 160, 0)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while leg.received + leg.strangers < 2:
+            assert loop.time() < deadline, "timed out"
+            await asyncio.sleep(0.005)
+        assert (leg.received, leg.strangers) == (1, 1)  # the stranger counted on the twin
+        leg.set_media(None)  # nothing accepted: the old peer is a stranger now
+        phone.send_audio(leg.local_address, b"\x03" * 160, 0)
+        while leg.strangers < 2:
+            assert loop.time() < deadline, "timed out"
+            await asyncio.sleep(0.005)
+        assert leg.received == 1 and leg.tx.send is None
+
+    run_lab(scenario, port_min=43110, port_max=43119)
+
+
+@reuse_port
+def test_symmetric_rtp_latches_the_connected_socket_to_the_first_source() -> None:
+    async def scenario(lab: Lab) -> None:
+        in_sdp, behind_nat = await lab.peer(), await lab.peer()
+        leg = await lab.leg("agent", in_sdp, symmetric=True)
+        behind_nat.send_audio(leg.local_address, b"\x04" * 160, 0)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while leg.received < 1:
+            assert loop.time() < deadline, "timed out"
+            await asyncio.sleep(0.005)
+        assert leg.remote_address == behind_nat.address
+        assert leg._sock.getpeername() == behind_nat.address  # its next packets: the fast path
+        behind_nat.send_audio(leg.local_address, b"\x05" * 160, 0)
+        while leg.received < 2:
+            assert loop.time() < deadline, "timed out"
+            await asyncio.sleep(0.005)
+        assert leg.strangers == 0
+
+    run_lab(scenario, port_min=43120, port_max=43129)

@@ -9,6 +9,13 @@ not import ``sip``) and does three things with every datagram:
    endpoint instead latches to the first source it hears (symmetric RTP, RFC 4961 §3) and
    sends there; a packet from exactly the SDP address may always take the latch over. Any
    other source is dropped and counted: that is the "RTP Bleed" defence.
+
+   Given a ``stray`` socket (``PortAllocator`` gives one where SO_REUSEPORT exists), the kernel
+   makes that check: the leg's socket is ``connect()``-ed to the accepted address, so only its
+   packets reach it, read with ``recv`` and answered with ``send`` (no address to format or
+   parse per packet, and the route is looked up once); every other source lands on ``stray``,
+   an unconnected socket on the same port, where it is counted, or latched to. Without one,
+   the leg's only socket is unconnected and every packet's source is compared here.
 2. **Classification.** RTCP (RFC 5761) and malformed datagrams are counted and dropped; audio
    and telephone-events (the negotiated payload types) go to the leg's :class:`RtpHandler`, the
    bridge or conference it is connected to; anything else is counted.
@@ -134,9 +141,11 @@ class RtpHandler(Protocol):
 class LegEndpoint:
     """One leg's RTP socket (see the module docstring). Open through ``PortAllocator``.
 
-    ``sock`` is a bound, non-blocking UDP socket the endpoint owns from :meth:`start` on;
-    ``on_close`` runs once when it is closed (the allocator's lease release). ``on_digit``
-    is told of each keypress the leg sends (also settable later: :meth:`set_digit_handler`).
+    ``sock`` is a bound, non-blocking UDP socket the endpoint owns from :meth:`start` on, and
+    ``stray`` (optional) a second one bound to the same port with SO_REUSEPORT, as ``sock``
+    (see the module docstring); ``on_close`` runs once when they are closed (the allocator's
+    lease release). ``on_digit`` is told of each keypress the leg sends (also settable later:
+    :meth:`set_digit_handler`).
     """
 
     def __init__(
@@ -144,6 +153,7 @@ class LegEndpoint:
         key: str,
         sock: socket.socket,
         *,
+        stray: socket.socket | None = None,
         symmetric: bool = False,
         inactivity_timeout: float | None = None,
         on_event: Callable[[MediaTimeout], None] | None = None,
@@ -172,6 +182,10 @@ class LegEndpoint:
         self.closed = False
         self._sock = sock
         self._recvfrom = sock.recvfrom
+        self._recv = sock.recv
+        self._stray = stray
+        #: True while ``sock`` is connected to the accepted source (``stray`` mode only).
+        self._connected = False
         self._local: tuple[str, int] = sock.getsockname()[:2]
         self._advertised_host = advertised_host
         self._on_close = on_close
@@ -199,21 +213,55 @@ class LegEndpoint:
         self._loop = loop
         self._time = loop.time
         self._reactor = reactor_for(loop)
-        self._reactor.add(self._sock.fileno(), self._read)
+        if self._stray is None:
+            self._reactor.add(self._sock.fileno(), self._read)
+        else:
+            self._reactor.add(self._sock.fileno(), self._read_connected)
+            self._reactor.add(self._stray.fileno(), self._read_stray)
         self.tx.sendto = self._sock.sendto
         self.set_inactivity_timeout(self._timeout)
 
     # -- the packet path --------------------------------------------------------------------
 
     def _read(self) -> None:
+        """A datagram on the leg's only socket, unconnected: its source is checked here."""
         try:
             data, addr = self._recvfrom(MAX_DATAGRAM)
         except OSError:  # nothing after all (BlockingIOError), or an ICMP error report
             self.errors += 1
             return
+        self._from(data, addr)
+
+    def _read_stray(self) -> None:
+        """A datagram on ``stray``: a source the connected socket does not take."""
+        assert self._stray is not None
+        try:
+            data, addr = self._stray.recvfrom(MAX_DATAGRAM)
+        except OSError:
+            self.errors += 1
+            return
+        self._from(data, addr)
+
+    def _from(self, data: bytes, addr: tuple[str, int]) -> None:
         if (addr[1] != self._port or addr[0] != self._host) and not self._new_source(addr):
             self.strangers += 1
             return
+        self._accepted(data)
+
+    def _read_connected(self) -> None:
+        """A datagram on the socket connected to the accepted source: the kernel checked it."""
+        try:
+            data = self._recv(MAX_DATAGRAM)
+        except OSError:  # nothing after all, or an ICMP error (port unreachable) reported
+            self.errors += 1
+            return
+        if not self._connected:  # from a source no longer accepted (media gone, connect failed)
+            self.strangers += 1
+            return
+        self._accepted(data)
+
+    def _accepted(self, data: bytes) -> None:
+        """A datagram from the accepted source: classify it and hand it on."""
         now = self._time()
         self.last_received = now
         self.received += 1
@@ -374,9 +422,14 @@ class LegEndpoint:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self.tx.send = None
         if self._reactor is not None:
             self._reactor.remove(self._sock.fileno())
+            if self._stray is not None:
+                self._reactor.remove(self._stray.fileno())
         self._sock.close()
+        if self._stray is not None:
+            self._stray.close()
         if self._on_close is not None:
             self._on_close()
 
@@ -389,6 +442,24 @@ class LegEndpoint:
     def _accept(self, host: str, port: int) -> None:
         self._host, self._port = host, port
         self.tx.address = (host, port) if host else None
+        if self._stray is None:
+            return
+        # Connected to the accepted source, the socket gets its packets and no one else's
+        # (those go to ``stray``). There is no portable way to dissolve a UDP association:
+        # with nothing accepted, or if connecting fails, whatever still reaches the socket
+        # from its old peer is counted as a stranger, and the accepted source (if any) is
+        # served by ``stray``'s checked path.
+        self._connected = False
+        self.tx.send = None
+        if not host or self.closed:
+            return
+        try:
+            self._sock.connect((host, port))
+        except OSError as exc:
+            self._log.warning("rtp %s: cannot connect to %s:%d: %s", self.key, host, port, exc)
+            return
+        self._connected = True
+        self.tx.send = self._sock.send
 
     def _new_source(self, addr: tuple[str, int]) -> bool:
         """Latch to ``addr`` if symmetric RTP allows it (RFC 4961 §3)."""

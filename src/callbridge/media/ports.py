@@ -1,9 +1,17 @@
 """RTP port allocation over the configured range (``[media] rtp_port_min/max``).
 
-Every leg gets one UDP socket on an even port: RTP takes even ports and RTCP the odd port above
-(RFC 3550 §11), so a pair is only handed out when both ports lie in the range. Ports are
-reused least recently freed first, so a late packet of an ended call is unlikely to reach the
-next call on the same port; a port some other program holds is skipped.
+Every leg gets an even port: RTP takes even ports and RTCP the odd port above (RFC 3550 §11),
+so a pair is only handed out when both ports lie in the range. Ports are reused least recently
+freed first, so a late packet of an ended call is unlikely to reach the next call on the same
+port; a port some other program holds is skipped.
+
+Where the platform has SO_REUSEPORT, a leg's port carries two sockets: the one the endpoint
+connects to the leg's remote (the kernel then hands it that peer's packets only, and it sends
+without an address per packet) and a ``stray`` one for every other source (counted, or latched
+to behind NAT). Both set SO_REUSEPORT, which would also let another process of the same user
+join the port; so the port is first bound without it, as a probe that fails if anyone at all
+holds the port (another callbridge on an overlapping range included), and the pair is bound
+right after the probe is closed.
 
 A port is leased together with its bound socket (:class:`PortLease`) and returns to the pool
 exactly once, whichever way the lease ends: the endpoint closing, or failing to start.
@@ -47,9 +55,12 @@ class MediaPortsExhausted(CallbridgeError):
 class PortLease:
     """One leased port and the UDP socket bound to it; :meth:`release` is idempotent."""
 
-    def __init__(self, port: int, sock: socket.socket, allocator: PortAllocator) -> None:
+    def __init__(self, port: int, sock: socket.socket, allocator: PortAllocator,
+                 stray: socket.socket | None = None) -> None:
         self.port = port
         self.sock = sock
+        #: The second socket on the port (SO_REUSEPORT), for sources ``sock`` does not take.
+        self.stray = stray
         self._allocator: PortAllocator | None = allocator
 
     @property
@@ -61,6 +72,8 @@ class PortLease:
         allocator, self._allocator = self._allocator, None
         if allocator is not None:
             self.sock.close()
+            if self.stray is not None:
+                self.stray.close()
             allocator._give_back(self.port)
 
 
@@ -82,6 +95,8 @@ class PortAllocator:
         self._family = _family(host)
         self._free: deque[int] = deque(range(first, port_max, 2))
         self._leased: set[int] = set()
+        #: Two sockets per leg, the leg's connected to its remote (see the module docstring).
+        self.reuse_port = hasattr(socket, "SO_REUSEPORT")
 
     @classmethod
     def from_settings(cls, media: MediaSettings, host: str) -> PortAllocator:
@@ -106,13 +121,13 @@ class PortAllocator:
         for _ in range(len(self._free)):
             port = self._free.popleft()
             try:
-                sock = self._bind(port)
+                sockets = self._bind(port)
             except BaseException:
                 self._free.appendleft(port)
                 raise
-            if sock is not None:
+            if sockets is not None:
                 self._leased.add(port)
-                return PortLease(port, sock, self)
+                return PortLease(port, sockets[0], self, stray=sockets[1])
             self._free.append(port)
         raise MediaPortsExhausted(self.port_min, self.port_max, len(self._leased))
 
@@ -132,6 +147,7 @@ class PortAllocator:
             endpoint = LegEndpoint(
                 key,
                 lease.sock,
+                stray=lease.stray,
                 symmetric=symmetric,
                 inactivity_timeout=inactivity_timeout,
                 on_event=on_event,
@@ -144,13 +160,31 @@ class PortAllocator:
             raise
         return endpoint
 
-    def _bind(self, port: int) -> socket.socket | None:
+    def _bind(self, port: int) -> tuple[socket.socket, socket.socket | None] | None:
+        """The leg's socket and its ``stray`` twin (None without SO_REUSEPORT), bound to
+        ``port`` and non-blocking; None if the port is taken."""
+        probe = self._socket(port, reuse_port=False)
+        if probe is None or not self.reuse_port:
+            return None if probe is None else (probe, None)
+        probe.close()
+        stray = self._socket(port, reuse_port=True)
+        if stray is None:
+            return None  # taken in the moment since the probe
+        sock = self._socket(port, reuse_port=True)
+        if sock is None:
+            stray.close()
+            return None
+        return sock, stray
+
+    def _socket(self, port: int, *, reuse_port: bool) -> socket.socket | None:
         """A non-blocking UDP socket bound to ``port``, or None if the port is taken."""
         with map_os_errors(f"udp socket for {self.host}"):
             sock = socket.socket(self._family, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
-            # No SO_REUSEADDR: a second socket on a live RTP port could steal its media.
+            # Never SO_REUSEADDR: a second socket on a live RTP port could steal its media.
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((self.host, port))
         except OSError as exc:
             sock.close()

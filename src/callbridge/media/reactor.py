@@ -19,7 +19,7 @@ Two modes, chosen by the packet rate:
   selector has) from a timer, taking everything that arrived meanwhile in one pass, so the
   loop's cost is paid per tick, not per packet. A packet waits for the next tick: at most
   ~1 ms, well inside the 150 ms one-way budget of ITU-T G.114 and the relay's 2 ms p99 aim.
-  A tick that finds nothing returns to woken mode.
+  A few ticks in a row that find nothing return to woken mode.
 
 Where epoll is missing (not Linux), each socket is registered with the loop directly: the
 same behaviour, the loop's cost per packet.
@@ -28,12 +28,15 @@ same behaviour, the loop's cost per packet.
 from __future__ import annotations
 
 import asyncio
+import logging
 import select
 import weakref
 from collections.abc import Callable
 from typing import Final, Protocol
 
 __all__ = ["POLL_RATE", "TICK", "EpollReactor", "LoopReactor", "Reactor", "reactor_for"]
+
+log = logging.getLogger(__name__)
 
 #: Events taken per epoll pass; the rest wait for the next pass (level-triggered).
 MAX_EVENTS: Final = 1024
@@ -44,8 +47,12 @@ POLL_RATE: Final = 2500.0
 #: How long a rate is measured before it decides the mode.
 _RATE_WINDOW: Final = 0.02
 #: Passes per tick at most: a socket holding a second datagram is read again in the same tick,
-#: but a flood cannot keep the loop from its other work.
-_PASSES_PER_TICK: Final = 4
+#: but an overload (more packets than a core can relay) cannot keep the loop from its other
+#: work (SIP, HTTP) for longer than two passes of MAX_EVENTS.
+_PASSES_PER_TICK: Final = 2
+#: Empty ticks in a row before going back to being woken: a sender that stalls for a moment
+#: (a preempted process, a burst from a carrier) does not flip the mode.
+_IDLE_TICKS: Final = 5
 
 
 class Reactor(Protocol):
@@ -72,11 +79,14 @@ class EpollReactor:
         self._epoll: select.epoll | None = None
         self._callbacks: dict[int, Callable[[], None]] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._idle_ticks = 0
         self._window_start = 0.0
         self._window_events = 0
         #: Passes made in each mode (``woken`` counts loop wake-ups, ``ticks`` timer polls).
         self.woken = 0
         self.ticks = 0
+        #: Exceptions raised by the sockets' callbacks (logged, then carried on).
+        self.errors = 0
 
     @property
     def ticking(self) -> bool:
@@ -122,6 +132,7 @@ class EpollReactor:
             return
         if self._window_events >= self._poll_rate * elapsed and self._epoll is not None:
             self._loop.remove_reader(self._epoll.fileno())
+            self._idle_ticks = 0
             self._timer = self._loop.call_at(now + self._tick_seconds, self._on_tick)
         else:
             self._window_start, self._window_events = now, 0
@@ -139,7 +150,8 @@ class EpollReactor:
                 break
         if self._epoll is None:
             return  # the last socket went during the pass
-        if handled == 0:
+        self._idle_ticks = 0 if handled else self._idle_ticks + 1
+        if self._idle_ticks >= _IDLE_TICKS:
             self._listen()  # quiet: back to being woken
         else:
             when = self._loop.time() + self._tick_seconds
@@ -156,7 +168,12 @@ class EpollReactor:
         for fd, _ in events:
             callback = callbacks.get(fd)
             if callback is not None:  # removed by an earlier callback of this pass
-                callback()
+                try:
+                    callback()
+                except Exception:  # one leg's bug must not stop the others, or the ticks
+                    self.errors += 1
+                    if self.errors & (self.errors - 1) == 0:  # 1st, 2nd, 4th, ...: no flood
+                        log.exception("rtp: reading fd %d failed (%d so far)", fd, self.errors)
         return len(events)
 
 

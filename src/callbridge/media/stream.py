@@ -90,6 +90,9 @@ class TxStream:
         #: The socket's ``sendto``; None until the leg is started and after it is closed.
         self.sendto: Callable[[memoryview, tuple[str, int]], int] | None = None
         self.address: tuple[str, int] | None = None
+        #: The socket's ``send`` while it is connected to ``address`` (the faster way: no
+        #: address per packet); None otherwise, and ``sendto`` is used.
+        self.send: Callable[[memoryview], int] | None = None
         #: True while our own telephone-events play (:meth:`hold`): forwarded and generated
         #: packets are dropped. RFC 4733 §2.5.1.2 would allow audio alongside an event, but a
         #: receiver then gets two sources' packets interleaved on one sequence line.
@@ -233,14 +236,18 @@ class TxStream:
         return (frames if frames > _FOLLOW_ON_FRAMES else 1) * frame
 
     def _send(self, length: int) -> None:
-        sendto, address = self.sendto, self.address
-        if sendto is None or address is None:
-            return
         if length != self._view_len:  # nearly always the same size: keep one view
             self._sized = self._view[:length]
             self._view_len = length
         try:
-            sendto(self._sized, address)
+            send = self.send
+            if send is not None:
+                send(self._sized)
+            else:
+                sendto, address = self.sendto, self.address
+                if sendto is None or address is None:
+                    return
+                sendto(self._sized, address)
         except OSError:
             self.send_errors += 1
             return
