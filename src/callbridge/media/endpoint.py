@@ -262,7 +262,7 @@ class LegEndpoint:
 
     def _accepted(self, data: bytes) -> None:
         """A datagram from the accepted source: classify it and hand it on."""
-        now = self._time()
+        now = self._reactor.now  # type: ignore[union-attr]  # set: only a reactor calls this
         self.last_received = now
         self.received += 1
         # rtp.unpack_header, inlined: this runs for every packet of every call.

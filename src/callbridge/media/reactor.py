@@ -56,7 +56,13 @@ _IDLE_TICKS: Final = 5
 
 
 class Reactor(Protocol):
-    """Calls ``on_readable()`` whenever the socket ``fd`` has a datagram waiting."""
+    """Calls ``on_readable()`` whenever the socket ``fd`` has a datagram waiting.
+
+    ``now`` is the loop's clock (``loop.time()``) read once as the pass that makes the call
+    began: the arrival time of whatever the call reads, without a clock read per packet.
+    """
+
+    now: float
 
     def add(self, fd: int, on_readable: Callable[[], None]) -> None: ...
 
@@ -79,7 +85,9 @@ class EpollReactor:
         self._epoll: select.epoll | None = None
         self._callbacks: dict[int, Callable[[], None]] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._next_tick = 0.0
         self._idle_ticks = 0
+        self.now = loop.time()
         self._window_start = 0.0
         self._window_events = 0
         #: Passes made in each mode (``woken`` counts loop wake-ups, ``ticks`` timer polls).
@@ -133,7 +141,8 @@ class EpollReactor:
         if self._window_events >= self._poll_rate * elapsed and self._epoll is not None:
             self._loop.remove_reader(self._epoll.fileno())
             self._idle_ticks = 0
-            self._timer = self._loop.call_at(now + self._tick_seconds, self._on_tick)
+            self._next_tick = now + self._tick_seconds
+            self._timer = self._loop.call_at(self._next_tick, self._on_tick)
         else:
             self._window_start, self._window_events = now, 0
 
@@ -154,8 +163,10 @@ class EpollReactor:
         if self._idle_ticks >= _IDLE_TICKS:
             self._listen()  # quiet: back to being woken
         else:
-            when = self._loop.time() + self._tick_seconds
-            self._timer = self._loop.call_at(when, self._on_tick)
+            # A steady cadence, not "a tick after this one ended": when a pass takes most of
+            # a tick (a busy relay), the next one is due at once rather than a tick later.
+            self._next_tick = max(self._next_tick + self._tick_seconds, self.now)
+            self._timer = self._loop.call_at(self._next_tick, self._on_tick)
 
     # -- both -------------------------------------------------------------------------------
 
@@ -165,6 +176,7 @@ class EpollReactor:
         if epoll is None:
             return 0
         events = epoll.poll(0, MAX_EVENTS)
+        self.now = self._loop.time()
         for fd, _ in events:
             callback = callbacks.get(fd)
             if callback is not None:  # removed by an earlier callback of this pass
@@ -182,9 +194,14 @@ class LoopReactor:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        self.now = loop.time()
 
     def add(self, fd: int, on_readable: Callable[[], None]) -> None:
-        self._loop.add_reader(fd, on_readable)
+        self._loop.add_reader(fd, self._call, on_readable)
+
+    def _call(self, on_readable: Callable[[], None]) -> None:
+        self.now = self._loop.time()
+        on_readable()
 
     def remove(self, fd: int) -> None:
         self._loop.remove_reader(fd)
