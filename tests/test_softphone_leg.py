@@ -219,3 +219,35 @@ def test_every_failed_placement_over_a_real_websocket_leaves_no_offer(tmp_path: 
             assert browser.placed == {} and browser._placed_timers == {}
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_a_placed_call_that_fails_to_start_drops_its_offer_at_once(tmp_path: Path) -> None:
+    """The call service refusing to start a call the page placed (after its offer was kept):
+    the offer goes at once, not after its TTL, and the page hears CALL_FAILED on a socket that
+    stays open (so the offer was not dropped by the page's closing either)."""
+
+    async def main() -> None:
+        async with served(tmp_path) as (phone, address):
+            await phone.store.add_caller_id(phone.account.id, "+918069001234")
+            browser = BrowserPhone(phone.presence)  # the default 30 s TTL
+            phone.presence.calls = browser
+            calls = phone.app.state.ctx.calls
+            assert isinstance(calls, FakeCalls)
+            kept: list[list[str]] = []
+
+            async def start(call: Any) -> None:  # the call service, failing after the insert
+                kept.append(list(browser.placed))
+                raise RuntimeError("the event loop is shutting down")
+
+            calls.start = start  # type: ignore[method-assign]
+            async with page(address) as ws:
+                await ws.send(json.dumps({"type": "call", "to_number": "9876543104",
+                                          "uuid": "u-1", "sdp": "v=0 (the page's offer)"}))
+                failed = await receive(ws)
+                assert (failed["type"], failed["code"]) == ("error", "CALL_FAILED")
+                assert kept == [[failed["call_id"]]]  # it was kept when start was called
+                assert browser.placed == {} and browser._placed_timers == {}
+                await ws.send(json.dumps({"type": "state", "sync": True}))
+                assert await receive(ws) == {"type": "state", "sync": True}  # still open
+
+    asyncio.run(asyncio.wait_for(main(), 60))

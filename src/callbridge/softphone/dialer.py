@@ -11,8 +11,9 @@ page then sends, over its signed-in WebSocket::
 
 or ``{"type": "error", "code", "reason", "message"}``: ``code`` is ``POST /calls``'s
 ``error_code`` (INVALID_NUMBER, CALLER_ID_NOT_ALLOWED, DUPLICATE_UUID, TRUNK_UNAVAILABLE...)
-or one of ours (BAD_MESSAGE, TICKET_INVALID, ALREADY_PLACED, NOT_AVAILABLE); ``reason`` is
-the same, as in every other signalling error.
+or one of ours (BAD_MESSAGE, TICKET_INVALID, ALREADY_PLACED, NOT_AVAILABLE, and CALL_FAILED
+with the ``call_id`` when the call was placed but could not be started); ``reason`` is the
+same, as in every other signalling error.
 
 The call is ``POST /calls`` with ``crm_username`` = the signed-in agent: the same validation,
 idempotency on ``(account, uuid)``, status and callback (:func:`callbridge.api.routes.
@@ -102,7 +103,16 @@ class PageDialer:
                                                  " already"))  # fmt: skip
             return
         phone.expect(call.call_id, sdp, reply)
-        await self.ctx.calls.start(call)
+        try:
+            await self.ctx.calls.start(call)
+        except Exception:
+            # Nothing will ring this call: its offer goes now, not after its PLACED_TTL
+            # timer, and the page's Dialing ends here, with its socket still open.
+            phone.forget(call.call_id)
+            log.exception("call %s: placed from the softphone of %s/%s but not started",
+                          call.call_id, session.account_id, session.crm_username)
+            await reply({**_error("CALL_FAILED", "the call could not be started"),
+                         "call_id": call.call_id})
 
     async def _place(self, session: Session, message: dict[str, Any]) -> tuple[Call, bool]:
         account = await self.ctx.store.get_account(session.account_id)
