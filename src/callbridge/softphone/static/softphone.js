@@ -29,6 +29,7 @@
   let iceServers = [];      // [softphone] ice_servers, from the server's hello
   let listening = null;     // the AudioContext analysing what the agent hears
   let analyser = null;      // its analyser, for window.dominantHz()
+  let signedOut = "";       // why the server signed this page out: shown on the sign-in form
 
   // -- notices ---------------------------------------------------------------------------
 
@@ -38,32 +39,44 @@
     ui.notice.hidden = !text;
   }
 
-  // What the browser's getUserMedia errors mean to an agent (W3C Media Capture §10).
+  // What the browser's getUserMedia errors mean to an agent (W3C Media Capture §10): the
+  // cause and its fix; AFTER_FIX then says what to do next, which depends on what the agent
+  // was doing. A failed Answer declines the call, so "press Call again" would mislead there.
   const MIC_ERRORS = {
-    NotAllowedError: "Microphone blocked. Click the lock or camera icon in the address bar, " +
-      "allow the microphone for this site, then press Call again.",
+    NotAllowedError: "Microphone blocked. Click the lock or camera icon in the address bar " +
+      "and allow the microphone for this site",
     SecurityError: "The microphone is only available on a secure page (https). " +
-      "Ask your administrator to serve the softphone over https.",
-    NotFoundError: "No microphone found. Plug in a headset or microphone, then press Call again.",
+      "Ask your administrator to serve the softphone over https",
+    NotFoundError: "No microphone found. Plug in a headset or microphone",
     NotReadableError: "The microphone is in use by another application or cannot be read. " +
-      "Close other calling apps (Teams, Zoom…) or reconnect the headset, then try again.",
+      "Close other calling apps (Teams, Zoom…) or reconnect the headset",
     OverconstrainedError: "The selected microphone is not available. Choose another input " +
-      "device in your system settings, then try again.",
-    AbortError: "The microphone could not be started. Reconnect the headset and try again.",
+      "device in your system settings",
+    AbortError: "The microphone could not be started. Reconnect the headset",
+  };
+  const AFTER_FIX = {
+    call: (fix) => fix + ", then press Call again.",
+    answer: (fix) => "The call could not be answered. " + fix + " before the next call.",
   };
 
-  async function getMicrophone() {
+  const NO_MICROPHONE_API = "This browser cannot use a microphone. Open the softphone in " +
+    "Chrome or Firefox";
+
+  // The microphone for ``action`` ("call" or "answer"); its error says what to do next.
+  async function getMicrophone(action) {
     if (microphone) return microphone;
+    let fix;
     if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-      throw new Error(window.isSecureContext ? "This browser cannot use a microphone." :
-        MIC_ERRORS.SecurityError);
+      fix = window.isSecureContext ? NO_MICROPHONE_API : MIC_ERRORS.SecurityError;
+    } else {
+      try {
+        microphone = await navigator.mediaDevices.getUserMedia({ audio: true, video: false });
+        return microphone;
+      } catch (err) {
+        fix = MIC_ERRORS[err.name] || ("Microphone error: " + err.message);
+      }
     }
-    try {
-      microphone = await navigator.mediaDevices.getUserMedia({ audio: true, video: false });
-    } catch (err) {
-      throw new Error(MIC_ERRORS[err.name] || ("Microphone error: " + err.message));
-    }
-    return microphone;
+    throw new Error(AFTER_FIX[action](fix));
   }
 
   if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
@@ -124,6 +137,26 @@
     return best * hzPerBin;
   };
 
+  // The longest the page waits for ICE gathering before it sends its offer with the candidates
+  // it has (no trickle). An unreachable STUN/TURN server would otherwise hold Call and Answer
+  // while the browser retransmits to it (RFC 8489 §6.2.1): 40 s in Chromium, over 30 s in
+  // Firefox. Host candidates come within milliseconds and suffice on the server's LAN.
+  const ICE_GATHERING_MS = 3000;
+
+  function iceGathered(connection) {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        connection.removeEventListener("icegatheringstatechange", check);
+        resolve();
+      };
+      const check = () => { if (connection.iceGatheringState === "complete") done(); };
+      const timer = setTimeout(done, ICE_GATHERING_MS);
+      connection.addEventListener("icegatheringstatechange", check);
+      check();
+    });
+  }
+
   async function offer(mic) {
     pc = new RTCPeerConnection({ iceServers: iceServers });
     pc.ontrack = (event) => listen(event.streams[0] || new MediaStream([event.track]));
@@ -131,14 +164,10 @@
       { direction: "sendrecv", streams: [mic] });
     preferPcmu(transceiver);
     await pc.setLocalDescription(await pc.createOffer());
-    if (pc.iceGatheringState !== "complete") {
-      await new Promise((resolve) => {
-        pc.addEventListener("icegatheringstatechange", () => {
-          if (pc.iceGatheringState === "complete") resolve();
-        });
-      });
-    }
-    return pc.localDescription.sdp;
+    const connection = pc;
+    await iceGathered(connection);
+    if (pc !== connection) throw new Error("The call was ended.");  // hung up meanwhile
+    return connection.localDescription.sdp;
   }
 
   function endMedia() {
@@ -209,14 +238,18 @@
       try { message = JSON.parse(event.data); } catch (e) { return; }
       onMessage(message);
     };
-    socket.onclose = async () => {
+    socket.onclose = async (event) => {
       socket = null;
+      // 4401: the session is over; its reason also rides in the close frame (RFC 6455 §7.1.6).
+      if (event.code === 4401 && !signedOut) signedOut = event.reason || "";
       showIncoming(null);  // the server hangs up a page that went away
       if (callId) endMedia();
       setState(callState === "bridged" ? "ended" : callState);
       ui.state.textContent = "Disconnected — reconnecting…";
       // A refused handshake looks like any other close: ask whether we are still signed in.
-      if (!(await checkSession())) return;
+      const why = signedOut;
+      signedOut = "";
+      if (!(await checkSession(why))) return;
       setTimeout(connect, retryDelay);
       retryDelay = Math.min(retryDelay * 2, 30000);
     };
@@ -258,6 +291,7 @@
         }
         break;
       case "error":
+        if ((message.reason || message.code) === "SIGNED_OUT") signedOut = message.message || "";
         if (placing) {
           placing = false;
           endMedia();
@@ -274,12 +308,14 @@
   // the server answers our offer (no ring: we are the caller) and then dials the customer.
   ui.call.addEventListener("click", async () => {
     notify("");
+    ui.call.disabled = true;  // one offer at a time: gathering takes up to ICE_GATHERING_MS
     let sdp;
     try {
       endMedia();
-      sdp = await offer(await getMicrophone());
+      sdp = await offer(await getMicrophone("call"));
     } catch (err) {
       endMedia();
+      setState(callState);
       notify(err.message);
       return;
     }
@@ -300,7 +336,7 @@
     showIncoming(null);
     notify("");
     try {
-      const sdp = await offer(await getMicrophone());
+      const sdp = await offer(await getMicrophone("answer"));
       callId = call.call_id;
       send({ type: "answer", call_id: call.call_id, sdp: sdp });
       setState("dialing");
@@ -344,13 +380,21 @@
 
   // -- signing in ------------------------------------------------------------------------
 
-  async function checkSession() {
+  // Whether the agent is signed in, showing the phone or the sign-in form; on the form, ``why``
+  // the server signed this page out (its SIGNED_OUT message), else no notice.
+  async function checkSession(why) {
     const answer = await fetch("/softphone/session", { credentials: "same-origin" });
     const signedIn = answer.ok;
     ui.signin.hidden = signedIn;
     ui.phone.hidden = !signedIn;
-    if (!signedIn) notify("");
+    if (!signedIn) notify(why ? sentence(why) : "");
     return signedIn;
+  }
+
+  // "signed out: the password changed" -> "Signed out: the password changed."
+  function sentence(text) {
+    const said = text.charAt(0).toUpperCase() + text.slice(1);
+    return /[.!?]$/.test(said) ? said : said + ".";
   }
 
   ui.form.addEventListener("submit", async (event) => {
