@@ -59,6 +59,9 @@ class Served:
     phone: Softphone
     browser: BrowserPhone
     url: str
+    port: int
+    #: The uvicorn server and its task while the app is served.
+    running: tuple[uvicorn.Server, asyncio.Task[None]] | None = None
 
     @property
     def calls(self) -> FakeCalls:
@@ -66,15 +69,41 @@ class Served:
         assert isinstance(calls, FakeCalls)
         return calls
 
+    async def start(self) -> None:
+        """Serve the app on :attr:`port` (again, after :meth:`stop`)."""
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        server = uvicorn.Server(uvicorn.Config(self.phone.app, log_config=None,
+                                               lifespan="off", access_log=False))  # fmt: skip
+        task = asyncio.create_task(server.serve(sockets=[listener]))
+        self.running = server, task
+        for _ in range(500):  # bounded: 5 s
+            if server.started or task.done():
+                break
+            await asyncio.sleep(0.01)
+        if task.done():
+            task.result()  # raises why it could not start
+        assert server.started
+
+    async def stop(self) -> None:
+        """Stop serving, as a server restart does: open WebSockets are closed."""
+        if self.running is not None:
+            server, task = self.running
+            self.running = None
+            server.should_exit = True
+            await asyncio.wait_for(task, TIMEOUT)
+
 
 @asynccontextmanager
 async def served(tmp_path: Path, ice_servers: str = "") -> AsyncIterator[Served]:
     """The softphone app on uvicorn at 127.0.0.1 (its public URL: the page's origin passes the
     WebSocket's Origin check), on the real clock (the browser drops a cookie that expired by
     its own), with ``[softphone] ice_servers``."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
     phone = await make_softphone(tmp_path, public_url=url)
     phone.presence.recheck_every = RECHECK
     softphone = SoftphoneSettings(ice_servers=ice_servers)
@@ -88,23 +117,14 @@ async def served(tmp_path: Path, ice_servers: str = "") -> AsyncIterator[Served]
     phone.app = create_app(ctx, phone.presence)
     browser = BrowserPhone(phone.presence, softphone)
     phone.presence.calls = browser
-    server = uvicorn.Server(uvicorn.Config(phone.app, log_config=None, lifespan="off",
-                                           access_log=False))  # fmt: skip
-    task = asyncio.create_task(server.serve(sockets=[listener]))
+    served = Served(phone, browser, url, port)
     try:
-        for _ in range(500):  # bounded: 5 s
-            if server.started or task.done():
-                break
-            await asyncio.sleep(0.01)
-        if task.done():
-            task.result()  # raises why it could not start
-        assert server.started
-        yield Served(phone, browser, url)
+        await served.start()
+        yield served
     finally:
         for leg in list(browser.legs.values()):
             await leg.hangup()
-        server.should_exit = True
-        await asyncio.wait_for(task, TIMEOUT)
+        await served.stop()
         await phone.store.close()
 
 
@@ -261,5 +281,47 @@ def test_a_refused_microphone_says_what_to_do_next_for_call_and_for_answer(
             assert answering is not None
             assert answering.startswith("The call could not be answered. Microphone blocked.")
             assert answering.endswith(" before the next call.") and "Call again" not in answering
+
+    asyncio.run(asyncio.wait_for(main(), 90))
+
+
+# -- the server restarting -------------------------------------------------------------------
+
+
+def test_a_page_keeps_reconnecting_while_the_server_is_down_and_then_is_served(
+        tmp_path: Path) -> None:
+    """The server stops (its WebSocket closes) and, while it is down, its port refuses
+    every request: the page's session check fails, which is no sign-out. It must keep trying
+    (its backoff) and be online again once the server is back."""
+
+    async def main() -> None:
+        async with served(tmp_path) as s, chromium(MICROPHONE_HZ) as context:
+            page = await context.new_page()
+            await sign_in(page, s.url)
+            await s.stop()
+            tries: list[int] = []
+
+            async def refuse(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                tries.append(1)  # a session check or a WebSocket: dropped unanswered
+                writer.close()
+
+            down = await asyncio.start_server(refuse, "127.0.0.1", s.port, reuse_address=True)
+            try:
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + TIMEOUT
+                while len(tries) < 2:  # bounded: the page's first retry comes after 1 s
+                    assert loop.time() < deadline, f"the page gave up after {len(tries)} tries"
+                    await asyncio.sleep(0.05)
+            finally:
+                down.close()
+                await down.wait_closed()
+            assert await page.is_visible("#phone")  # still the phone: nobody signed out
+            await s.start()
+            deadline = loop.time() + 3 * TIMEOUT  # the backoff may have reached 8 s
+            while not s.phone.presence.is_online(s.phone.account.id, AGENT):
+                assert loop.time() < deadline, "the page did not reconnect"
+                await asyncio.sleep(0.05)
+            await page_until(page, "document.getElementById('state').textContent === 'Ready'")
+            assert await notice(page) is None
 
     asyncio.run(asyncio.wait_for(main(), 90))

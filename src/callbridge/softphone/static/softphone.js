@@ -247,9 +247,16 @@
       setState(callState === "bridged" ? "ended" : callState);
       ui.state.textContent = "Disconnected — reconnecting…";
       // A refused handshake looks like any other close: ask whether we are still signed in.
+      // No answer (the server restarting, the network gone) is no sign-out: keep retrying.
       const why = signedOut;
       signedOut = "";
-      if (!(await checkSession(why))) return;
+      let signedIn = true;
+      try {
+        signedIn = await checkSession(why);
+      } catch (err) {
+        signedOut = why;
+      }
+      if (!signedIn) return;
       setTimeout(connect, retryDelay);
       retryDelay = Math.min(retryDelay * 2, 30000);
     };
