@@ -6,6 +6,7 @@ one per key) instead of RFC 4733 events. SIPp plays both parties with uas_info_d
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -42,10 +43,14 @@ def test_dtmf_to_a_customer_without_telephone_event_goes_as_one_info_per_key(
         async with trunk, rig(trunk, tmp_path) as r:
             call_id = await r.place(agent_number=AGENT, to_number=CUSTOMER)
             await wait_for_view(r, call_id, bridged)
+            loop = asyncio.get_running_loop()
+            pressed = loop.time()
             response = await r.http.post(f"/calls/{call_id}/dtmf", headers=r.auth,
                                          json={"digits": "12#"})
             assert response.status_code == 200, response.text
             check_response(response, DTMF)
+            # Paced like keypresses (100 ms + 60 ms gap), not a burst that UDP may reorder.
+            assert loop.time() - pressed >= 2 * 0.16
             # The INFOs left before the 200 above; the BYE goes out after them.
             hangup = await r.http.post(f"/calls/{call_id}/hangup", headers=r.auth)
             assert hangup.status_code == 200, hangup.text

@@ -92,6 +92,9 @@ log = logging.getLogger(__name__)
 
 #: What the SIP user agent reports (the rest of the queue is the call machine's own events).
 _SIP_EVENTS = typing.get_args(Event)
+#: SIP INFO digits (no telephone-event on the leg): each key held this long, one per spacing.
+_INFO_DURATION_MS = 100
+_INFO_SPACING = 0.16
 
 Clock = Callable[[], datetime]
 
@@ -302,9 +305,14 @@ class CallRunner:
         except DtmfError:
             raise  # a bad digit: no INFO either
         except ValueError:
-            for digit in digits:  # application/dtmf-relay, one INFO per key
+            # application/dtmf-relay, one INFO per key, paced like the RFC 4733 path (100 ms
+            # key + 60 ms gap): an IVR hears distinct presses, and INFOs sent back to back
+            # over UDP could arrive out of CSeq order and be refused (RFC 3261 §12.2.2).
+            for index, digit in enumerate(digits):
+                if index:
+                    await asyncio.sleep(_INFO_SPACING)
                 sip_leg.info("application/dtmf-relay",
-                             f"Signal={digit}\r\nDuration=100\r\n".encode())
+                             f"Signal={digit}\r\nDuration={_INFO_DURATION_MS}\r\n".encode())
 
     async def run(self) -> None:
         try:
