@@ -153,7 +153,7 @@ def test_header_errors(head: bytes, message: str) -> None:
 #              header was brought up to date;
 #   stale      the header is never updated: what libsndfile alone leaves behind.
 WRITER = """
-import sys, threading
+import struct, sys, threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -180,6 +180,10 @@ module.patch_sizes = patch
 t = np.arange(3 * 8000) / 8000
 agent = ulaw_encode((8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16))
 customer = alaw_encode((8000 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16))
+
+def rtp(pt, k, ssrc, codes):  # a plain 12-byte RTP header, as the relay hands it over
+    return struct.pack("!BBHII", 0x80, pt, k, 1000 + 160 * k, ssrc) + codes[160 * k:160 * k + 160]
+
 clock = [0.0]
 rec = module.Recorder(path, start=0.0, executor=ThreadPoolExecutor(1), now=lambda: clock[0],
                       left_legs={"agent"})
@@ -188,8 +192,8 @@ for k in range(150):
     if arrival >= 1.0 and clock[0] < 1.0 or arrival >= 2.0 and clock[0] < 2.0:
         clock[0] = float(int(arrival))
         rec.flush().result()
-    rec.on_audio("agent", agent[k * 160:(k + 1) * 160], "PCMU", arrival)
-    rec.on_audio("customer", customer[k * 160:(k + 1) * 160], "PCMA", arrival + 0.003)
+    rec.on_audio("agent", rtp(0, k, 1, agent), "PCMU", arrival)
+    rec.on_audio("customer", rtp(8, k, 2, customer), "PCMA", arrival + 0.003)
 ready()
 """
 

@@ -65,7 +65,7 @@ class _Participant:
         self.buffer.push(ts, payload, now, ssrc=ssrc)
         sink = self.conference.sink
         if sink is not None:
-            sink.on_audio(self.leg.key, payload, self.codec, now)
+            sink.on_audio(self.leg.key, data, self.codec, now)
 
     def on_telephone_event(
         self, data: bytes, marker: bool, seq: int, ts: int, ssrc: int, now: float

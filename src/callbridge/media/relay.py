@@ -12,7 +12,8 @@ The pieces, each in its own module::
     relay.Room               a call's legs, switching bridge <-> conference as legs come and go
 
 Recording is a tap: whatever :class:`FrameSink` the call service attaches gets every received
-audio payload of every connected leg, still encoded. Media knows nothing of files or calls.
+audio packet of every connected leg, whole and still encoded. Media knows nothing of files or
+calls.
 
 What the call layer does with it (the media side of a click-to-call)::
 
@@ -40,14 +41,19 @@ __all__ = ["FrameSink", "Room", "RoomMode"]
 
 
 class FrameSink(Protocol):
-    """Takes every received audio payload of every leg of a bridge or conference.
+    """Takes every received audio packet of every leg of a bridge or conference.
 
-    Called on the packet path, so it must only store: the recorder decodes in batches
-    elsewhere. ``codec`` is ``"PCMU"`` or ``"PCMA"``; ``arrival`` is the event loop's clock
-    (``loop.time()``) when the packet arrived. Telephone-events and RTCP are not passed on.
+    ``packet`` is the whole RTP datagram as received: the 12-byte header, possibly CSRCs, a
+    header extension and padding, then the payload; the sink parses it (the recorder places
+    the audio by its RTP timestamp). Passing it unsliced spares the packet path a copy.
+    Called on the packet path, so the sink must only store: the recorder parses and decodes
+    in batches elsewhere. ``codec`` is the leg's negotiated audio codec, ``"PCMU"`` or
+    ``"PCMA"`` (a sink may count anything else and drop it); ``arrival`` is the event loop's
+    clock (``loop.time()``) when the packet arrived. Only packets of the leg's audio payload
+    type come here: telephone-events and RTCP are not passed on.
     """
 
-    def on_audio(self, leg_key: str, payload: bytes, codec: str, arrival: float) -> None: ...
+    def on_audio(self, leg_key: str, packet: bytes, codec: str, arrival: float) -> None: ...
 
 
 class RoomMode(enum.Enum):

@@ -1,36 +1,28 @@
-"""The call recorder: RTP payloads in, a stereo WAV out, aligned to wall-clock time.
+"""The call recorder: RTP packets in, a stereo WAV out, aligned to wall-clock time.
 
 The file (DESIGN.md, Recordings) is 8 kHz 16-bit PCM with two channels: the agent's leg on
-the left, everyone else mixed on the right. One 20 ms frame of the file stands for one 20 ms
-slot of the call, counted from the bridge time; silence fills whatever no packet covers
-(loss, a leg not yet joined, hold), so one minute of call is one minute of WAV and the two
-channels stay in step.
+the left, everyone else mixed on the right. Sample n of the file is the call at
+``start + n / 8000`` s; silence fills whatever no packet covers (loss, a leg not yet joined,
+hold), so one minute of call is one minute of WAV and the two channels stay in step.
 
 Two halves, two threads:
 
 - on the event loop, `Recorder.on_audio` runs for every packet the relay receives and only
-  appends ``(arrival, payload, codec)`` to that leg's list: no decoding, no numpy, no I/O;
+  appends the whole datagram and its arrival time to two lists of that leg's segment (a codec
+  change, a re-INVITE, starts a new one): no parsing, slicing, numpy or I/O;
 - on a worker thread (the executor the owner gives), `_Writer` takes those lists about once a
-  second (`Recorder.flush`), places each packet in its slot, decodes a whole batch of G.711 per
-  leg in one table lookup, mixes, interleaves and appends to the file with soundfile, then
+  second (`Recorder.flush`), has placement.py parse them and place every packet's audio by
+  its RTP timestamp in its leg's `Track` (a handful of numpy calls per leg, not Python per
+  packet), then mixes the tracks, interleaves and appends to the file with soundfile, and
   brings the header's sizes up to date so that a killed process leaves a playable file
   (repair.py mends the rest at start-up).
 
-Placing packets by arrival time. The recorder sees arrival times, not RTP timestamps, so a
-packet belongs to slot (arrival - start) / 20 ms. Cut with a plain int(), a stream whose
-packets happen to arrive near a slot boundary flips between two slots on sub-millisecond
-jitter: two packets collide in one slot (the second is dropped) and the next slot stays
-empty. Each leg therefore keeps its phase, the offset of its arrivals within the 20 ms grid:
-taken from its first packet (and again after a pause in its packets), then tracked with a
-1/32 step per packet, which follows the sender's clock drift without chasing jitter. A
-packet goes to the slot nearest (arrival - start - phase), so arrivals sit mid-slot and
-+-10 ms of jitter moves none of them.
-
-Rules per slot: a packet for a slot already written is late and dropped; a second packet of
-the same leg for one slot is dropped (the first is kept); legs of one channel are summed in
-int32 and saturated to int16. `flush` writes slots only up to ``now - jitter_window``
-(200 ms by default), so slightly late packets still land; `close` writes the rest and pads
-with silence up to the end time.
+Legs of one channel are summed in int32 and saturated to int16. `flush` writes only up to
+``now - jitter_window`` (200 ms by default), so slightly late packets still land; audio
+placed before what is already written is late (see placement.py for the rules). `close`
+writes the rest and pads with silence up to the end time. Memory stays bounded: at most 10 s
+is rendered at once, and a batch holding more than 10 s of arrivals (a close without
+flushes) is placed and written 10 s at a time, as flushes would have.
 """
 
 import asyncio
@@ -51,8 +43,16 @@ from numpy.typing import NDArray
 
 from callbridge.errors import CallbridgeError
 from callbridge.logs import CallLogger, call_logger
-from callbridge.media.g711 import alaw_decode, ulaw_decode
 from callbridge.recordings.naming import parse_recording_name
+from callbridge.recordings.placement import (
+    DECODERS,
+    SAMPLE_RATE,
+    Counts,
+    Decoder,
+    Run,
+    Track,
+    parse,
+)
 from callbridge.recordings.repair import HEADER_READ_LIMIT, patch_sizes, read_layout
 
 __all__ = [
@@ -68,30 +68,18 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE: Final = 8000
 CHANNELS: Final = 2
-#: One slot of the recording: the usual RTP packetisation for G.711 (RFC 3551 §4.5).
+#: The file's length is a whole number of these (the usual G.711 packetisation, RFC 3551).
 FRAME_SECONDS: Final = 0.020
 FRAME_SAMPLES: Final = 160
-_BYTES_PER_FRAME: Final = FRAME_SAMPLES * CHANNELS * 2
-#: How fast a leg's phase follows its arrivals: 1/32 of each packet's offset from mid-slot.
-_PHASE_GAIN: Final = 1 / 32
-#: A leg silent this long (silence suppression, hold) may come back on another phase.
-_RESYNC_GAP: Final = 0.5
-#: At most this many slots (10 s) are rendered at once, bounding memory when a long stretch
-#: is written in one go (a long silence, a close without flushes).
-_CHUNK_SLOTS: Final = 500
+_BYTES_PER_SAMPLE: Final = CHANNELS * 2
+#: At most this many samples (10 s) are rendered, or placed from one batch, at once.
+_CHUNK: Final = 10 * SAMPLE_RATE
 _INT16_MIN: Final = -32768
 _INT16_MAX: Final = 32767
 
 Channel = Literal["left", "right"]
-_DECODERS: Final = {"PCMU": ulaw_decode, "PCMA": alaw_decode}
-#: Codes that decode to (near) silence, to pad a short payload: mu-law 0xFF is 0, A-law has
-#: no zero and 0xD5 is +8.
-_SILENCE_CODE: Final = {"PCMU": b"\xff", "PCMA": b"\xd5"}
-
-#: One received packet as on_audio stores it: (arrival, payload, codec).
-_Packet = tuple[float, bytes, str]
+Int64s = NDArray[np.int64]
 
 
 class RecordingError(CallbridgeError):
@@ -107,58 +95,41 @@ class FinishedRecording:
     path: Path
     #: Seconds of audio in the file, a whole number of 20 ms frames.
     duration: float
-    #: Packets written into the file.
+    #: Packets written into the file (in whole or, straddling an edge, in part).
     packets: int
-    #: Packets dropped because their slot was already written (or lay past the end).
+    #: Packets dropped because all their audio lay before what was already written, or
+    #: past the end.
     late: int
-    #: Packets dropped as a second packet of one leg for the same slot.
+    #: Packets dropped because a packet of the same leg already started at the same sample
+    #: (the same RTP timestamp): the first is kept.
     duplicates: int
     #: Packets dropped for a codec the recorder does not decode (only PCMU and PCMA).
     unsupported: int
+    #: Packets dropped as not RTP: too short, RTCP, CSRC/extension/padding lengths that do
+    #: not fit, or no payload at all.
+    malformed: int = 0
+
+
+class _Segment:
+    """What the loop thread collects: one leg's packets in one codec, as they arrived."""
+
+    __slots__ = ("arrivals", "channel", "codec", "leg", "packets")
+
+    def __init__(self, leg: str, channel: Channel, codec: str) -> None:
+        self.leg = leg
+        self.channel: Channel = channel
+        self.codec = codec
+        self.packets: list[bytes] = []
+        self.arrivals: list[float] = []
 
 
 @dataclass(frozen=True)
 class _Batch:
-    """What one flush hands to the worker: each leg's packets and how far to write."""
+    """What one flush hands to the worker: the segments in order and how far to write."""
 
-    legs: list[tuple[str, Channel, list[_Packet]]]
-    #: Write slots below this; None for the final batch (close decides).
+    segments: list[_Segment]
+    #: Write samples below this; None for the final batch (close decides).
     horizon: int | None
-
-
-class _Leg:
-    """One leg's placement state and its packets waiting to be written, by slot."""
-
-    __slots__ = ("channel", "last_seen", "pending", "phase")
-
-    def __init__(self, channel: Channel) -> None:
-        self.channel: Channel = channel
-        self.phase = 0.0
-        self.last_seen = -math.inf
-        self.pending: dict[int, tuple[bytes, str]] = {}
-
-    def slot_of(self, elapsed: float) -> int:
-        """The slot of a packet that arrived ``elapsed`` seconds after the start."""
-        if elapsed - self.last_seen > _RESYNC_GAP:
-            self.phase = elapsed % FRAME_SECONDS
-        self.last_seen = max(self.last_seen, elapsed)
-        position = (elapsed - self.phase) / FRAME_SECONDS
-        slot = math.floor(position + 0.5)
-        self.phase += _PHASE_GAIN * (position - slot) * FRAME_SECONDS
-        return slot
-
-
-def _slots_before(elapsed: float) -> int:
-    """Whole slots in ``elapsed`` seconds; a millionth of a slot of allowance keeps 0.8 s
-    from counting as 39.99999 slots."""
-    return math.floor(elapsed / FRAME_SECONDS + 1e-6)
-
-
-def _fit(payload: bytes, codec: str) -> bytes:
-    """Exactly one frame of codes: a longer payload is cut, a shorter one padded."""
-    if len(payload) == FRAME_SAMPLES:
-        return payload
-    return (payload + _SILENCE_CODE[codec] * FRAME_SAMPLES)[:FRAME_SAMPLES]
 
 
 class _Writer:
@@ -169,19 +140,23 @@ class _Writer:
     at once, and the file still sees one writer and the batches in order.
     """
 
-    def __init__(self, path: Path, start: float, logger: CallLogger) -> None:
+    def __init__(self, path: Path, start: float, jitter: int, logger: CallLogger) -> None:
         self._path = path
         self._start = start
+        #: The jitter window in samples: how far behind the latest arrival writes stay.
+        self._jitter = jitter
         self._log = logger
         self._lock = threading.Lock()
         self._inbox: deque[_Batch] = deque()
-        self._legs: dict[str, _Leg] = {}
+        self._tracks: dict[str, Track] = {}
+        #: The tracks of the left channel and of the right.
+        self._channels: tuple[list[Track], list[Track]] = ([], [])
         self._file: sf.SoundFile | None = None
         self._header_fd = -1
         self._data_offset = 0
-        #: Slots on disk: the file holds slots [0, _written).
+        #: Samples on disk: the file holds samples [0, _written).
         self._written = 0
-        self._packets = self._late = self._duplicates = self._unsupported = 0
+        self._counts = Counts()
         self._result: FinishedRecording | None = None
         self._error: Exception | None = None
 
@@ -201,16 +176,19 @@ class _Writer:
             except Exception as exc:
                 self._fail(exc)
 
-    def finish(self, end_slot: int) -> FinishedRecording:
-        """Write everything up to ``end_slot`` and close the file; the same result (or
+    def finish(self, end: int) -> FinishedRecording:
+        """Write everything up to sample ``end`` and close the file; the same result (or
         error) however many times it is called."""
         with self._lock:
             if self._result is None and self._error is None:
                 try:
-                    self._absorb(limit=end_slot)
+                    self._absorb(limit=end)
                     self._ensure_open()
-                    self._write_until(end_slot)
-                    self._drop_the_rest()
+                    self._write_until(end)
+                    for track in self._tracks.values():  # placed, but past the end
+                        unwritten = track.unwritten(end)
+                        self._counts.late += unwritten
+                        self._counts.packets -= unwritten
                     self._close_file()
                     self._result = self._summary()
                 except Exception as exc:
@@ -221,38 +199,71 @@ class _Writer:
             return self._result
 
     def _absorb(self, limit: int | None) -> int | None:
-        """File the posted packets by slot; returns the furthest horizon among the batches.
-        Packets at or past ``limit`` (the end of the call) count as late."""
+        """Place the posted packets; returns the furthest horizon among the batches.
+        Audio at or past ``limit`` (the end of the call) is late."""
         horizon: int | None = None
         while self._inbox:
             batch = self._inbox.popleft()
-            for leg_key, channel, packets in batch.legs:
-                leg = self._legs.get(leg_key)
-                if leg is None:
-                    leg = self._legs[leg_key] = _Leg(channel)
-                self._place(leg, packets, limit)
+            self._take(batch.segments, limit)
             if batch.horizon is not None:
                 horizon = batch.horizon if horizon is None else max(horizon, batch.horizon)
         return horizon
 
-    def _place(self, leg: _Leg, packets: list[_Packet], limit: int | None) -> None:
-        start, written, pending = self._start, self._written, leg.pending
-        for arrival, payload, codec in packets:
-            slot = leg.slot_of(arrival - start)
-            if slot < written or (limit is not None and slot >= limit):
-                self._late += 1
-            elif codec not in _DECODERS:
-                self._unsupported += 1
-            elif slot in pending:
-                self._duplicates += 1
-            else:
-                pending[slot] = (payload, codec)
+    def _take(self, segments: list[_Segment], limit: int | None) -> None:
+        """Place one batch, 10 s of arrivals at a time, writing in between as a flush at the
+        end of each 10 s would have."""
+        work: list[tuple[str, Decoder, list[bytes], Int64s]] = []
+        for segment in segments:
+            decoder = DECODERS.get(segment.codec)
+            if decoder is None:
+                self._counts.unsupported += len(segment.packets)
+                continue
+            arrivals = self._positions(segment.arrivals)
+            self._track(segment)
+            work.append((segment.leg, decoder, segment.packets, arrivals))
+        if not work:
+            return
+        counts = self._counts
+        cursors = [0] * len(work)
+        window_end = min(int(arrivals[0]) for *_, arrivals in work) + _CHUNK
+        last = max(int(arrivals[-1]) for *_, arrivals in work)
+        while True:
+            final = last < window_end
+            for k, (leg, decoder, packets, arrivals) in enumerate(work):
+                stop = len(packets) if final else int(np.searchsorted(arrivals, window_end))
+                if stop > cursors[k]:
+                    chosen = slice(cursors[k], stop)
+                    run = parse(packets[chosen], arrivals[chosen], decoder, counts)
+                    if run is not None:
+                        self._place(leg, run, limit)
+                    cursors[k] = stop
+            if final:
+                return
+            target = window_end - self._jitter
+            self._write_until(target if limit is None else min(target, limit))
+            window_end += _CHUNK
 
-    def _drop_the_rest(self) -> None:
-        """Packets still pending once the end is written lie past the end: late."""
-        for leg in self._legs.values():
-            self._late += len(leg.pending)
-            leg.pending.clear()
+    def _place(self, leg: str, run: Run, limit: int | None) -> None:
+        counts = self._counts
+        anchors, recentres = counts.reanchored, counts.recentred
+        self._tracks[leg].place(run, self._written, limit, counts)
+        if counts.reanchored != anchors:
+            self._log.debug("leg %s: new SSRC or timestamp jump, re-anchored", leg)
+        if counts.recentred != recentres:
+            self._log.debug("leg %s: re-centred on the sender's drifting clock", leg)
+
+    def _positions(self, arrivals: list[float]) -> Int64s:
+        """Arrival times as file sample positions, to the nearest sample."""
+        elapsed = np.array(arrivals, dtype=np.float64)
+        elapsed *= SAMPLE_RATE
+        elapsed -= self._start * SAMPLE_RATE - 0.5  # rounded, as astype truncates
+        return elapsed.astype(np.int64)
+
+    def _track(self, segment: _Segment) -> None:
+        """Give ``segment``'s leg a track, on its channel, if it has none yet."""
+        if segment.leg not in self._tracks:
+            track = self._tracks[segment.leg] = Track()
+            self._channels[0 if segment.channel == "left" else 1].append(track)
 
     def _write_until(self, target: int) -> None:
         if target <= self._written:
@@ -260,38 +271,30 @@ class _Writer:
         self._ensure_open()
         assert self._file is not None
         while self._written < target:
-            count = min(target - self._written, _CHUNK_SLOTS)
-            self._file.write(self._render(self._written, count))
-            self._written += count
+            count = min(target - self._written, _CHUNK)
+            self._file.buffer_write(self._render(count), dtype="int16")
         # Audio first, then the sizes that cover it: a kill in between leaves a header that
         # is behind its audio, which repair_recordings fixes, never one that runs ahead.
-        patch_sizes(self._header_fd, self._data_offset, self._written * _BYTES_PER_FRAME)
+        patch_sizes(self._header_fd, self._data_offset, self._written * _BYTES_PER_SAMPLE)
 
-    def _render(self, first: int, count: int) -> NDArray[np.int16]:
-        """Slots [first, first + count) as interleaved stereo samples, shape (n, 2)."""
-        mix = np.zeros((count, FRAME_SAMPLES, CHANNELS), dtype=np.int32)
-        for leg in self._legs.values():
-            due = [slot for slot in leg.pending if slot < first + count]
-            if due:
-                self._add(mix[:, :, 0 if leg.channel == "left" else 1], leg, due, first)
-        np.minimum(mix, _INT16_MAX, out=mix)
-        np.maximum(mix, _INT16_MIN, out=mix)
-        return mix.reshape(count * FRAME_SAMPLES, CHANNELS).astype(np.int16)
+    def _render(self, count: int) -> NDArray[np.int16]:
+        """The next ``count`` samples as interleaved stereo, shape (count, 2)."""
+        out = np.zeros((count, CHANNELS), dtype=np.int16)
+        self._written += count
+        for column, tracks in enumerate(self._channels):
+            if len(tracks) == 1:  # the usual case: no sum, no saturation
+                tracks[0].render(out[:, column], count, self._written)
+            elif tracks:
+                out[:, column] = self._mix(tracks, count)
+        return out
 
-    def _add(self, channel: NDArray[np.int32], leg: _Leg, due: list[int], first: int) -> None:
-        """Decode ``leg``'s packets for the ``due`` slots, one lookup per codec, and add them
-        into their rows of ``channel`` (one leg has at most one packet per slot, so the
-        fancy-indexed += never meets the same row twice)."""
-        by_codec: dict[str, tuple[list[int], list[bytes]]] = {}
-        for slot in due:
-            payload, codec = leg.pending.pop(slot)
-            rows, payloads = by_codec.setdefault(codec, ([], []))
-            rows.append(slot - first)
-            payloads.append(_fit(payload, codec))
-        for codec, (rows, payloads) in by_codec.items():
-            pcm = _DECODERS[codec](b"".join(payloads)).reshape(len(rows), FRAME_SAMPLES)
-            channel[rows] += pcm
-        self._packets += len(due)
+    def _mix(self, tracks: list[Track], count: int) -> NDArray[np.int16]:
+        """The sum of ``tracks``' next ``count`` samples, saturated to int16."""
+        total = np.zeros(count, dtype=np.int32)
+        for track in tracks:
+            track.render(total, count, self._written, add=True)
+        np.clip(total, _INT16_MIN, _INT16_MAX, out=total)
+        return total.astype(np.int16)
 
     def _ensure_open(self) -> None:
         if self._file is not None:
@@ -318,21 +321,23 @@ class _Writer:
             self._file.close()  # libsndfile writes the final header
 
     def _summary(self) -> FinishedRecording:
+        counts = self._counts
         return FinishedRecording(
             path=self._path,
-            duration=round(self._written * FRAME_SECONDS, 3),
-            packets=self._packets,
-            late=self._late,
-            duplicates=self._duplicates,
-            unsupported=self._unsupported,
+            duration=round(self._written / SAMPLE_RATE, 3),
+            packets=counts.packets,
+            late=counts.late,
+            duplicates=counts.duplicates,
+            unsupported=counts.unsupported,
+            malformed=counts.malformed,
         )
 
     def _fail(self, exc: Exception) -> None:
         self._error = exc
         self._log.error("recording to %s failed: %s", self._path, exc, exc_info=exc)
         self._inbox.clear()
-        for leg in self._legs.values():
-            leg.pending.clear()
+        self._tracks.clear()
+        self._channels = ([], [])
         try:
             self._close_file()
         except Exception as close_exc:
@@ -340,7 +345,8 @@ class _Writer:
 
 
 class Recorder:
-    """Records one call: the relay's audio sink, stereo WAV out.
+    """Records one call: the relay's audio sink (:class:`~callbridge.media.relay.FrameSink`),
+    stereo WAV out.
 
     ``start`` is the bridge time and ``now`` the clock (both the event loop's monotonic time,
     ``loop.time``); the recorder reads no other clock. Legs in ``left_legs`` go to the left
@@ -371,23 +377,28 @@ class Recorder:
         self._jitter_window = jitter_window
         left = frozenset(left_legs)
         self._channel_of = channel_of or (lambda leg: "left" if leg in left else "right")
-        self._inbox: dict[str, list[_Packet]] = {}
+        #: Each leg's segment taking packets now, and every segment since the last flush.
+        self._current: dict[str, _Segment] = {}
+        self._segments: list[_Segment] = []
         self._channels: dict[str, Channel] = {}
         self._closed = False
-        self._end_slot = 0
+        self._end = 0
         self._closing: asyncio.Future[FinishedRecording] | None = None
         self._timer: asyncio.TimerHandle | None = None
         call_id = parse_recording_name(self.path.name) or self.path.name
-        self._writer = _Writer(self.path, start, call_logger(log, call_id))
+        jitter = round(jitter_window * SAMPLE_RATE)
+        self._writer = _Writer(self.path, start, jitter, call_logger(log, call_id))
 
-    def on_audio(self, leg_key: str, payload: bytes, codec: str, arrival: float) -> None:
-        """One received packet of ``leg_key`` ("PCMU" or "PCMA", arrival in loop time)."""
-        if self._closed:
-            return
-        packets = self._inbox.get(leg_key)
-        if packets is None:
-            packets = self._new_leg(leg_key)
-        packets.append((arrival, payload, codec))
+    def on_audio(self, leg_key: str, packet: bytes, codec: str, arrival: float) -> None:
+        """One received RTP datagram of ``leg_key``, whole ("PCMU" or "PCMA"; arrival in
+        loop time). Only appends: everything else happens on the worker."""
+        segment = self._current.get(leg_key)
+        if segment is None or segment.codec != codec:
+            segment = self._open_segment(leg_key, codec)
+            if segment is None:
+                return
+        segment.packets.append(packet)
+        segment.arrivals.append(arrival)
 
     def flush(self) -> "Future[None] | None":
         """Hand the packets so far to the worker, which writes up to ``now - jitter_window``.
@@ -397,8 +408,10 @@ class Recorder:
         """
         if self._closed:
             return None
-        horizon = _slots_before(self._now() - self._jitter_window - self.start)
-        self._writer.post(_Batch(self._take_inbox(), horizon))
+        elapsed = self._now() - self._jitter_window - self.start
+        # A millionth of a sample of allowance keeps 0.8 s from counting as 6399.99999.
+        horizon = math.floor(elapsed * SAMPLE_RATE + 1e-6)
+        self._writer.post(_Batch(self._take_segments(), horizon))
         return self._executor.submit(self._writer.drain)
 
     def flush_every(self, loop: asyncio.AbstractEventLoop, interval: float = 1.0) -> None:
@@ -419,9 +432,9 @@ class Recorder:
         (the first ``end_time`` wins). Raises RecordingError if the recording failed.
         """
         if self._closing is None:
-            end_slot = self._stop(end_time)
+            end = self._stop(end_time)
             loop = asyncio.get_running_loop()
-            self._closing = loop.run_in_executor(self._executor, self._writer.finish, end_slot)
+            self._closing = loop.run_in_executor(self._executor, self._writer.finish, end)
         return await asyncio.shield(self._closing)
 
     def close_now(self, end_time: float | None = None) -> FinishedRecording:
@@ -429,26 +442,30 @@ class Recorder:
         return self._writer.finish(self._stop(end_time))
 
     def _stop(self, end_time: float | None) -> int:
-        """Stop taking packets and post the last batch, once; the end slot."""
+        """Stop taking packets and post the last batch, once; the end sample."""
         if not self._closed:
             end = self._now() if end_time is None else end_time
-            self._end_slot = max(0, round((end - self.start) / FRAME_SECONDS))
-            self._writer.post(_Batch(self._take_inbox(), None))
+            self._end = max(0, round((end - self.start) / FRAME_SECONDS)) * FRAME_SAMPLES
+            self._writer.post(_Batch(self._take_segments(), None))
             self._closed = True
             if self._timer is not None:
                 self._timer.cancel()
-        return self._end_slot
+        return self._end
 
-    def _new_leg(self, leg_key: str) -> list[_Packet]:
-        if leg_key not in self._channels:
+    def _open_segment(self, leg_key: str, codec: str) -> _Segment | None:
+        """A new segment for ``leg_key`` in ``codec``; None once closed."""
+        if self._closed:
+            return None
+        channel = self._channels.get(leg_key)
+        if channel is None:
             channel = self._channel_of(leg_key)
             if channel not in ("left", "right"):
                 raise ValueError(f"channel_of({leg_key!r}) gave {channel!r}, not left or right")
             self._channels[leg_key] = channel
-        packets: list[_Packet] = []
-        self._inbox[leg_key] = packets
-        return packets
+        segment = self._current[leg_key] = _Segment(leg_key, channel, codec)
+        self._segments.append(segment)
+        return segment
 
-    def _take_inbox(self) -> list[tuple[str, Channel, list[_Packet]]]:
-        inbox, self._inbox = self._inbox, {}
-        return [(leg, self._channels[leg], packets) for leg, packets in inbox.items()]
+    def _take_segments(self) -> list[_Segment]:
+        segments, self._segments, self._current = self._segments, [], {}
+        return segments
