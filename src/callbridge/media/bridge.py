@@ -10,7 +10,8 @@ other leg's payload type, rewrites the header into the outgoing stream's buffer
 - Telephone-events (RFC 4733) keep their timestamps (§2.5.1.2: they must match the audio
   clock) and take the other leg's negotiated event payload type; when the other leg
   negotiated none they are dropped and counted.
-- Recording: every received audio payload goes to the sink, if one is given, as it arrived.
+- Recording: every received audio packet goes to the sink, if one is given, whole and as it
+  arrived (the recorder takes the payload and the RTP timestamp out of it, in batches).
 - Playout: while a player holds a leg, what the other leg says is not forwarded to it.
 """
 
@@ -20,7 +21,6 @@ from typing import TYPE_CHECKING, Final
 
 from callbridge.media.endpoint import LegEndpoint
 from callbridge.media.g711 import ALAW_TO_ULAW, ULAW_TO_ALAW
-from callbridge.media.stream import audio_payload
 
 if TYPE_CHECKING:
     from callbridge.media.relay import FrameSink
@@ -64,9 +64,7 @@ class _Direction:
     def on_audio(self, data: bytes, marker: bool, seq: int, ts: int, ssrc: int, now: float) -> None:
         sink = self.sink
         if sink is not None:
-            payload = data[12:] if data[0] == 0x80 else audio_payload(data)
-            if payload is not None:
-                sink.on_audio(self.key, payload, self.codec, now)
+            sink.on_audio(self.key, data, self.codec, now)
         dst = self.dst
         if dst.player is None and self.audio_pt >= 0:
             dst.tx.forward(data, self.audio_pt, marker, seq, ts, ssrc, now, self.table)
