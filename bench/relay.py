@@ -343,13 +343,17 @@ class PythonRelay:
 
 def recorders(calls: int, folder: Path, executor: ThreadPoolExecutor,
               loop: asyncio.AbstractEventLoop) -> list[Recorder]:
-    """The real recorder, one per call, writing stereo WAVs as calls do in production."""
+    """The real recorder, one per call, writing stereo WAVs as calls do in production.
+
+    Calls start at random moments in production, so their once-a-second flushes are spread
+    over the second; here they are staggered evenly, not all fired in one loop turn.
+    """
     out = []
-    for _ in range(calls):
+    for index in range(calls):
         call_id = str(uuid.uuid4())
         recorder = Recorder(folder / f"crm_{call_id}.wav", start=loop.time(), executor=executor,
                             now=loop.time, left_legs={f"{call_id}/agent"})
-        recorder.flush_every(loop)
+        loop.call_later(index / calls, recorder.flush_every, loop)
         out.append(recorder)
     return out
 
@@ -621,7 +625,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--calls", default="200,400,600", type=lambda s: [int(n) for n in s.split(",")]
     )
     parser.add_argument("--seconds", type=float, default=4.0, help="measured window per run")
-    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument(
+        "--warmup", type=float, default=2.5,
+        help="seconds before the measured window: recorders open their files on their second "
+             "flush, which must fall before it")
     parser.add_argument("--png", help="write a plot here (needs matplotlib)")
     parser.add_argument(
         "--forwarders", default="C,relay,relay+rec", type=lambda s: s.split(","),
