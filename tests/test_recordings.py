@@ -20,6 +20,7 @@ import soundfile as sf
 
 from callbridge.media.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from callbridge.media.rtp import HeaderExtension, RtpPacket
+from callbridge.recordings import placement
 from callbridge.recordings.recorder import (
     FRAME_SAMPLES,
     Channel,
@@ -527,18 +528,29 @@ def test_flush_waits_out_the_jitter_window_and_keeps_the_header_current(
     assert placed_at(read(path)[:, 0], decode(encode(tone(440, 1.0), "PCMU"), "PCMU")) == 56
 
 
-def test_a_long_batch_is_placed_10_seconds_at_a_time(tmp_path: Path, pool: Executor) -> None:
+def test_a_long_batch_is_placed_10_seconds_at_a_time(
+    tmp_path: Path, pool: Executor, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "call.wav"
     clock = Clock(START + 25.0)
     rec = recorder(path, clock, pool)
+    reserved = []
+    reserve = placement._Timeline.reserve
+
+    def watched(timeline: Any, size: int) -> None:
+        reserved.append(size)
+        reserve(timeline, size)
+
+    monkeypatch.setattr(placement._Timeline, "reserve", watched)
     pcm = tone(440, 24.0)
     feed(rec, stream("agent", "PCMU", pcm))  # no flush at all: one 24 s batch at the close
     result = rec.close_now()
 
     assert (result.packets, result.duration) == (1200, 25.0)
     assert placed_at(read(path)[:, 0], decode(encode(pcm, "PCMU"), "PCMU")) == 56
-    # The leg's timeline never held much more than 10 s.
-    assert len(rec._writer._tracks["agent"].timeline.samples) <= 11 * RATE
+    # Placed and written in three goes, none holding much more than 10 s.
+    assert len(reserved) == 3
+    assert max(reserved) <= 10.5 * RATE
 
 
 def test_close_is_idempotent(tmp_path: Path, pool: Executor) -> None:

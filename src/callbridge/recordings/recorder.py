@@ -48,7 +48,6 @@ from callbridge.recordings.placement import (
     DECODERS,
     SAMPLE_RATE,
     Counts,
-    Decoder,
     Run,
     Track,
     parse,
@@ -212,15 +211,15 @@ class _Writer:
     def _take(self, segments: list[_Segment], limit: int | None) -> None:
         """Place one batch, 10 s of arrivals at a time, writing in between as a flush at the
         end of each 10 s would have."""
-        work: list[tuple[str, Decoder, list[bytes], Int64s]] = []
+        work: list[tuple[str, NDArray[np.int16], list[bytes], Int64s]] = []
         for segment in segments:
-            decoder = DECODERS.get(segment.codec)
-            if decoder is None:
+            table = DECODERS.get(segment.codec)
+            if table is None:
                 self._counts.unsupported += len(segment.packets)
                 continue
             arrivals = self._positions(segment.arrivals)
             self._track(segment)
-            work.append((segment.leg, decoder, segment.packets, arrivals))
+            work.append((segment.leg, table, segment.packets, arrivals))
         if not work:
             return
         counts = self._counts
@@ -229,11 +228,11 @@ class _Writer:
         last = max(int(arrivals[-1]) for *_, arrivals in work)
         while True:
             final = last < window_end
-            for k, (leg, decoder, packets, arrivals) in enumerate(work):
+            for k, (leg, table, packets, arrivals) in enumerate(work):
                 stop = len(packets) if final else int(np.searchsorted(arrivals, window_end))
                 if stop > cursors[k]:
                     chosen = slice(cursors[k], stop)
-                    run = parse(packets[chosen], arrivals[chosen], decoder, counts)
+                    run = parse(packets[chosen], arrivals[chosen], table, counts)
                     if run is not None:
                         self._place(leg, run, limit)
                     cursors[k] = stop
