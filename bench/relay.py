@@ -351,8 +351,9 @@ def recorders(calls: int, folder: Path, executor: ThreadPoolExecutor,
     out = []
     for index in range(calls):
         call_id = str(uuid.uuid4())
+        # The agent's leg (open_calls names it) on the left, the customer's on the right.
         recorder = Recorder(folder / f"crm_{call_id}.wav", start=loop.time(), executor=executor,
-                            now=loop.time, left_legs={f"{call_id}/agent"})
+                            now=loop.time, left_legs={f"call-{index}/agent"})
         loop.call_later(index / calls, recorder.flush_every, loop)
         out.append(recorder)
     return out
