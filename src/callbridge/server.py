@@ -95,16 +95,18 @@ class Server:
         self.sip = SipService(settings)
         await self.sip.start()
         media = settings.media
-        # One descriptor per call leg: the RTP range's legs, plus room for SIP, HTTP and files.
-        legs = (media.rtp_port_max - media.rtp_port_min + 1) // 2
-        limit = raise_open_file_limit(legs + _SPARE_DESCRIPTORS)
-        if limit < legs + _SPARE_DESCRIPTORS:
-            log.warning("the open-file limit (%d, the hard limit) caps concurrent call legs at "
-                        "about %d of the RTP range's %d: raise it (systemd: LimitNOFILE=)",
-                        limit, max(limit - _SPARE_DESCRIPTORS, 0), legs)
         self.ports = PortAllocator(self.sip.local_address[0], media.rtp_port_min,
                                    media.rtp_port_max,
                                    public_host=media.public_host or settings.sip.public_host)
+        # Descriptors for every leg the RTP range holds (two sockets each with SO_REUSEPORT),
+        # plus room for SIP, HTTP, the database and files.
+        legs = self.ports.capacity
+        per_leg = 2 if self.ports.reuse_port else 1
+        limit = raise_open_file_limit(legs * per_leg + _SPARE_DESCRIPTORS)
+        if limit < legs * per_leg + _SPARE_DESCRIPTORS:
+            log.warning("the open-file limit (%d, the hard limit) caps concurrent call legs at "
+                        "about %d of the RTP range's %d: raise it (systemd: LimitNOFILE=)",
+                        limit, max(limit - _SPARE_DESCRIPTORS, 0) // per_leg, legs)
         self.worker = CallbackWorker(self.store, retries=settings.callbacks.retries,
                                      backoff_base=settings.callbacks.backoff_base)
         phone = BrowserPhone(self.presence, settings.softphone)
