@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -146,3 +147,19 @@ def legs_of(view: dict[str, Any]) -> list[tuple[str, str, int | None]]:
 def dominant_hz(samples: np.ndarray, rate: int = 8000) -> float:
     spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
     return float(np.argmax(spectrum) * rate / len(samples))
+
+
+async def wait_for_view(r: Rig, call_id: str, ok: Any, timeout: float = 10) -> dict[str, Any]:
+    """GET /calls/{id} until ``ok(view)``: waiting on the server's own state, not a sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        view = await r.view(call_id)
+        if ok(view):
+            return view
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"call never reached the state: {view}")
+        await asyncio.sleep(0.05)
+
+
+def bridged(view: dict[str, Any]) -> bool:
+    return bool(view["call_status"] == "ANSWER" and not view["end_time"])

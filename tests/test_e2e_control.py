@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import struct
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 import soundfile
 
 from callbridge.media.g711 import ulaw_decode
-from e2e_support import Rig, legs_of, rig, run
+from e2e_support import Rig, bridged, legs_of, rig, run, wait_for_view
 from rtp_sniffer import LoopbackRtpSniffer, can_sniff
 from sipp import by_number_trunk, free_udp_port
 
@@ -29,22 +28,6 @@ THIRD_600 = "9876543600"
 THIRD_BUSY = "9876543601"
 THIRD_HANGS_UP = "9876543604"
 needs_root = pytest.mark.skipif(not can_sniff(), reason="capturing loopback RTP needs root")
-
-
-async def wait_for_view(r: Rig, call_id: str, ok: Any, timeout: float = 10) -> dict[str, Any]:
-    """GET /calls/{id} until ``ok(view)``: waiting on the server's own state, not a sleep."""
-    deadline = time.monotonic() + timeout
-    while True:
-        view = await r.view(call_id)
-        if ok(view):
-            return view
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"call never reached the state: {view}")
-        await asyncio.sleep(0.05)
-
-
-def bridged(view: dict[str, Any]) -> bool:
-    return bool(view["call_status"] == "ANSWER" and not view["end_time"])
 
 
 def leg_status(n: int, status: str) -> Any:

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from api_support import check_response, error_of
-from e2e_support import rig, run
+from e2e_support import bridged, rig, run, wait_for_view
 from sipp import Sipp, SippMessage
-from test_e2e_control import bridged, wait_for_view
 
 pytestmark = pytest.mark.sipp
 
