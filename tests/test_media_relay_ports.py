@@ -216,3 +216,25 @@ def test_symmetric_rtp_latches_the_connected_socket_to_the_first_source() -> Non
         assert leg.strangers == 0
 
     run_lab(scenario, port_min=43120, port_max=43129)
+
+
+@reuse_port
+def test_a_platform_refusing_so_reuseport_gets_one_unconnected_socket_per_leg(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(socket, "SO_REUSEPORT", 0x7FFF)  # an option no kernel knows: refused
+
+    async def scenario(lab: Lab) -> None:
+        phone, stranger = await lab.peer(), await lab.peer()
+        leg = await lab.leg("customer", phone)
+        assert not lab.allocator.reuse_port and leg._stray is None
+        stranger.send_audio(leg.local_address, b"\x01" * 160, 0)
+        phone.send_audio(leg.local_address, b"\x02" * 160, 0)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while leg.received + leg.strangers < 2:
+            assert loop.time() < deadline, "timed out"
+            await asyncio.sleep(0.005)
+        assert (leg.received, leg.strangers) == (1, 1)  # the source checked in Python
+
+    run_lab(scenario, port_min=43130, port_max=43139)

@@ -167,7 +167,12 @@ class PortAllocator:
         if probe is None or not self.reuse_port:
             return None if probe is None else (probe, None)
         probe.close()
-        stray = self._socket(port, reuse_port=True)
+        try:
+            stray = self._socket(port, reuse_port=True)
+        except _NoReusePort as exc:  # a kernel or sandbox that refuses the option
+            log.warning("SO_REUSEPORT refused (%s): one unconnected socket per RTP leg", exc)
+            self.reuse_port = False
+            return self._bind(port)
         if stray is None:
             return None  # taken in the moment since the probe
         sock = self._socket(port, reuse_port=True)
@@ -184,7 +189,11 @@ class PortAllocator:
             sock.setblocking(False)
             # Never SO_REUSEADDR: a second socket on a live RTP port could steal its media.
             if reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                except OSError as exc:
+                    sock.close()
+                    raise _NoReusePort(exc) from exc
             sock.bind((self.host, port))
         except OSError as exc:
             sock.close()
@@ -199,6 +208,10 @@ class PortAllocator:
         if port in self._leased:
             self._leased.remove(port)
             self._free.append(port)
+
+
+class _NoReusePort(Exception):
+    """Setting SO_REUSEPORT failed: the platform has the name but not the option."""
 
 
 def _family(host: str) -> socket.AddressFamily:
