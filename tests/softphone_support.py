@@ -3,10 +3,13 @@ one agent with a password, and the app around it."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import uvicorn
 from starlette.applications import Starlette
 
 from api_support import FakeCalls
@@ -56,3 +59,21 @@ async def make_softphone(tmp_path: Path, public_url: str = PUBLIC_URL,
     ctx = ApiContext(settings, store, FakeCalls(), health, clock=lambda: phone.now)
     phone.app = create_app(ctx, presence)
     return phone
+
+
+async def serve_on(app: Starlette, listener: socket.socket,
+                   ) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    """Serve ``app`` with uvicorn on a bound ``listener``, in this event loop, once it has
+    started (bounded: 5 s; the reason it could not start is raised). Stop it by setting the
+    server's ``should_exit`` and awaiting the task."""
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="off",
+                                           access_log=False))
+    task = asyncio.create_task(server.serve(sockets=[listener]))
+    for _ in range(500):
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.01)
+    if task.done():
+        task.result()
+    assert server.started
+    return server, task

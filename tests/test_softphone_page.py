@@ -34,7 +34,7 @@ from callbridge.softphone.auth import REVOKED
 from callbridge.softphone.leg import BrowserPhone
 from firefox import FirefoxPage
 from rtp_peer import RtpPeer, dominant_frequency
-from softphone_support import AGENT, PASSWORD, Softphone, make_softphone
+from softphone_support import AGENT, PASSWORD, Softphone, make_softphone, serve_on
 from test_softphone_calls import page_until
 from test_softphone_revocation import NEW_PASSWORD, new_password
 
@@ -74,17 +74,7 @@ class Served:
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
-        server = uvicorn.Server(uvicorn.Config(self.phone.app, log_config=None,
-                                               lifespan="off", access_log=False))  # fmt: skip
-        task = asyncio.create_task(server.serve(sockets=[listener]))
-        self.running = server, task
-        for _ in range(500):  # bounded: 5 s
-            if server.started or task.done():
-                break
-            await asyncio.sleep(0.01)
-        if task.done():
-            task.result()  # raises why it could not start
-        assert server.started
+        self.running = await serve_on(self.phone.app, listener)
 
     async def stop(self) -> None:
         """Stop serving, as a server restart does: open WebSockets are closed."""

@@ -23,7 +23,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from starlette.exceptions import StarletteDeprecationWarning
 from starlette.websockets import WebSocketDisconnect
 from websockets import ConnectionClosed
@@ -36,7 +35,7 @@ from callbridge.b2bua.call import LegFailed
 from callbridge.softphone.auth import EXPIRED, REVOKED, SESSION_COOKIE, hash_password
 from callbridge.softphone.leg import BrowserPhone
 from callbridge.softphone.signalling import CLOSE_UNAUTHENTICATED
-from softphone_support import AGENT, PASSWORD, PUBLIC_URL, Softphone, make_softphone
+from softphone_support import AGENT, PASSWORD, PUBLIC_URL, Softphone, make_softphone, serve_on
 
 with warnings.catch_warnings():
     # Starlette 1.x would rather its test client ran on httpx2; httpx does the same job here.
@@ -217,21 +216,14 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Softphone, str]]:
     await phone.store.set_agent_password(phone.account.id, OTHER, hash_password(PASSWORD))
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(phone.app, log_config=None, lifespan="off", access_log=False)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[listener]))
     try:
-        for _ in range(500):  # bounded: 5 s
-            if server.started or task.done():
-                break
-            await asyncio.sleep(0.01)
-        if task.done():
-            task.result()  # raises why it could not start
-        assert server.started
-        yield phone, f"127.0.0.1:{listener.getsockname()[1]}"
+        server, task = await serve_on(phone.app, listener)
+        try:
+            yield phone, f"127.0.0.1:{listener.getsockname()[1]}"
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(task, TIMEOUT)
     finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, TIMEOUT)
         await phone.store.close()
 
 
