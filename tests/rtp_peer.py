@@ -298,6 +298,15 @@ class Lab:
             endpoint.close()
 
 
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait (on the loop) until ``condition()``; fail after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.002)
+
+
 def media_for(peer: RtpPeer, codec: str = "PCMU", event_pt: int | None = 101) -> LegMedia:
     return LegMedia(*peer.address, STATIC_PT[codec], codec, telephone_event_pt=event_pt)
 

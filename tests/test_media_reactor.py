@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import pytest
 
 from callbridge.media.reactor import EpollReactor
+from rtp_peer import until
 
 pytestmark = pytest.mark.skipif(not hasattr(__import__("select"), "epoll"), reason="Linux only")
 
@@ -28,15 +29,6 @@ def udp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     finally:
         rx.close()
         tx.close()
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait (on the loop) until ``condition()``; fail after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "timed out"
-        await asyncio.sleep(0.002)
 
 
 def reader(sock: socket.socket, got: list[bytes]) -> Callable[[], None]:

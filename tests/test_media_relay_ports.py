@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 
 import pytest
@@ -11,7 +10,7 @@ from callbridge.config import MediaSettings
 from callbridge.errors import CallbridgeError, TransportError
 from callbridge.media import endpoint as endpoint_module
 from callbridge.media.ports import MediaPortsExhausted, PortAllocator
-from rtp_peer import Lab, run_lab
+from rtp_peer import Lab, run_lab, until
 
 HOST = "127.0.0.1"
 
@@ -180,17 +179,11 @@ def test_the_legs_socket_is_connected_to_its_remote_and_strangers_reach_the_twin
         assert leg._sock.getpeername() == phone.address  # the kernel checks the source
         stranger.send_audio(leg.local_address, b"\x01" * 160, 0)
         phone.send_audio(leg.local_address, b"\x02" * 160, 0)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 5
-        while leg.received + leg.strangers < 2:
-            assert loop.time() < deadline, "timed out"
-            await asyncio.sleep(0.005)
+        await until(lambda: leg.received + leg.strangers >= 2)
         assert (leg.received, leg.strangers) == (1, 1)  # the stranger counted on the twin
         leg.set_media(None)  # nothing accepted: the old peer is a stranger now
         phone.send_audio(leg.local_address, b"\x03" * 160, 0)
-        while leg.strangers < 2:
-            assert loop.time() < deadline, "timed out"
-            await asyncio.sleep(0.005)
+        await until(lambda: leg.strangers >= 2)
         assert leg.received == 1 and leg.tx.send is None
 
     run_lab(scenario, port_min=43110, port_max=43119)
@@ -202,17 +195,11 @@ def test_symmetric_rtp_latches_the_connected_socket_to_the_first_source() -> Non
         in_sdp, behind_nat = await lab.peer(), await lab.peer()
         leg = await lab.leg("agent", in_sdp, symmetric=True)
         behind_nat.send_audio(leg.local_address, b"\x04" * 160, 0)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 5
-        while leg.received < 1:
-            assert loop.time() < deadline, "timed out"
-            await asyncio.sleep(0.005)
+        await until(lambda: leg.received >= 1)
         assert leg.remote_address == behind_nat.address
         assert leg._sock.getpeername() == behind_nat.address  # its next packets: the fast path
         behind_nat.send_audio(leg.local_address, b"\x05" * 160, 0)
-        while leg.received < 2:
-            assert loop.time() < deadline, "timed out"
-            await asyncio.sleep(0.005)
+        await until(lambda: leg.received >= 2)
         assert leg.strangers == 0
 
     run_lab(scenario, port_min=43120, port_max=43129)
@@ -230,11 +217,7 @@ def test_a_platform_refusing_so_reuseport_gets_one_unconnected_socket_per_leg(
         assert not lab.allocator.reuse_port and leg._stray is None
         stranger.send_audio(leg.local_address, b"\x01" * 160, 0)
         phone.send_audio(leg.local_address, b"\x02" * 160, 0)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 5
-        while leg.received + leg.strangers < 2:
-            assert loop.time() < deadline, "timed out"
-            await asyncio.sleep(0.005)
+        await until(lambda: leg.received + leg.strangers >= 2)
         assert (leg.received, leg.strangers) == (1, 1)  # the source checked in Python
 
     run_lab(scenario, port_min=43130, port_max=43139)
