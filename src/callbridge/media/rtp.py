@@ -11,6 +11,10 @@ core), so this module is written for the per-packet path:
 - :class:`RtpPacket` is the full model (CSRCs, header extension, padding) for the few places
   that need it: DTMF, recording, tests. ``parse(serialize(p)) == p``.
 
+The relay's own hot path (``endpoint.LegEndpoint._accepted``, ``stream.TxStream.forward``)
+inlines the first two, a few lines each, because it has already made some of their checks
+and a call per packet costs ~3% of the relay's CPU; these are the checked, general forms.
+
 Every malformed packet raises :class:`RtpError`, a ``ValueError`` with a fixed message per
 case; tests check the messages. RTCP sharing the RTP port (RFC 5761) is recognised by
 :func:`is_rtcp` and refused by the parsers, so a report is never played as audio.
