@@ -28,7 +28,12 @@ from typing import Any
 import numpy as np
 
 from callbridge.media.g711 import alaw_encode, ulaw_encode
-from callbridge.recordings.recorder import FRAME_SAMPLES, FinishedRecording, Recorder
+from callbridge.recordings.recorder import (
+    FRAME_SAMPLES,
+    FinishedRecording,
+    Recorder,
+    ThreadWriters,
+)
 
 RATE = 8000
 START = 1000.0
@@ -73,7 +78,8 @@ def packets(seconds: float, kind: str = "plain") -> Feed:
 
 def recorder(path: Path, clock: Callable[[], float]) -> Recorder:
     return Recorder(
-        path, start=START, executor=InlineExecutor(), now=clock, left_legs={"agent"}
+        path, start=START, writers=ThreadWriters(InlineExecutor()), now=clock,
+        left_legs={"agent"}
     )
 
 

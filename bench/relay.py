@@ -70,7 +70,8 @@ from callbridge.media import reactor
 from callbridge.media.bridge import Bridge
 from callbridge.media.endpoint import LegEndpoint, LegMedia
 from callbridge.media.ports import PortAllocator
-from callbridge.recordings.recorder import Recorder
+from callbridge.recordings.process import ProcessWriters
+from callbridge.recordings.recorder import Recorder, ThreadWriters, Writers
 
 HOST = "127.0.0.1"
 PERIOD = 0.02
@@ -107,6 +108,8 @@ class Sample:
     cpu: float
     woken: int | None
     ticks: int | None
+    #: CPU seconds of the recordings writer process, if one runs.
+    writer_cpu: float | None = None
 
 
 # -- load generators -------------------------------------------------------------------------
@@ -296,7 +299,7 @@ class CForwarder:
 class PythonRelay:
     """callbridge's relay on this process's loop: N bridges, optionally recorded."""
 
-    def __init__(self, calls: int, sink: bool, loop_reactor: bool) -> None:
+    def __init__(self, calls: int, sink: bool, loop_reactor: bool, thread_writers: bool) -> None:
         self._loop = asyncio.get_running_loop()
         if loop_reactor:
             reactor._reactors[self._loop] = reactor.LoopReactor(self._loop)
@@ -304,6 +307,8 @@ class PythonRelay:
         self._allocator = PortAllocator(HOST, *RTP_PORTS)
         self._folder = Path(tempfile.mkdtemp(prefix="callbridge-bench-"))
         self._executor = ThreadPoolExecutor(2)
+        self._writers: ThreadWriters | ProcessWriters = (
+            ThreadWriters(self._executor) if thread_writers else ProcessWriters())
         self.legs: list[LegEndpoint] = []
         self.ports: list[int] = []
         self._bridges: list[Bridge] = []
@@ -314,7 +319,7 @@ class PythonRelay:
         self.legs = [leg for pair in pairs for leg in pair]
         self.ports = [leg.local_address[1] for leg in self.legs]
         if self._sink:
-            self._recorders = recorders(self._calls, self._folder, self._executor, self._loop)
+            self._recorders = recorders(self._calls, self._folder, self._writers, self._loop)
         sinks = self._recorders or [None] * self._calls
         self._bridges = [Bridge(a, b, rec) for (a, b), rec in zip(pairs, sinks, strict=True)]
 
@@ -325,14 +330,18 @@ class PythonRelay:
     async def sample(self) -> Sample:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         cpu = usage.ru_utime + usage.ru_stime
+        pid = self._writers.pid if isinstance(self._writers, ProcessWriters) else None
+        writer_cpu = None if pid is None else _process_cpu(pid)
         passes = reactor.reactor_for(self._loop)
         if isinstance(passes, reactor.EpollReactor):
-            return Sample(time.monotonic(), cpu, passes.woken, passes.ticks)
-        return Sample(time.monotonic(), cpu, None, None)
+            return Sample(time.monotonic(), cpu, passes.woken, passes.ticks, writer_cpu)
+        return Sample(time.monotonic(), cpu, None, None, writer_cpu)
 
     async def close(self) -> None:
         for recorder in self._recorders:
             await recorder.close()
+        if isinstance(self._writers, ProcessWriters):
+            await self._writers.aclose()
         self._executor.shutdown()
         shutil.rmtree(self._folder, ignore_errors=True)
         for bridge in self._bridges:
@@ -341,7 +350,7 @@ class PythonRelay:
             leg.close()
 
 
-def recorders(calls: int, folder: Path, executor: ThreadPoolExecutor,
+def recorders(calls: int, folder: Path, writers: Writers,
               loop: asyncio.AbstractEventLoop) -> list[Recorder]:
     """The real recorder, one per call, writing stereo WAVs as calls do in production.
 
@@ -352,7 +361,7 @@ def recorders(calls: int, folder: Path, executor: ThreadPoolExecutor,
     for index in range(calls):
         call_id = str(uuid.uuid4())
         # The agent's leg (open_calls names it) on the left, the customer's on the right.
-        recorder = Recorder(folder / f"crm_{call_id}.wav", start=loop.time(), executor=executor,
+        recorder = Recorder(folder / f"crm_{call_id}.wav", start=loop.time(), writers=writers,
                             now=loop.time, left_legs={f"call-{index}/agent"})
         loop.call_later(index / calls, recorder.flush_every, loop)
         out.append(recorder)
@@ -375,6 +384,8 @@ class Result:
     kind: str  # "C", "relay", "relay+rec"
     cpu: float
     gen_cpu: float
+    #: The recordings writer process's share of a core (process writers only).
+    writer_cpu: float | None
     woken: float | None
     ticks: float | None
     p50: float
@@ -394,7 +405,7 @@ async def run_load(calls: int, kind: str, args: argparse.Namespace,
         limit = args.warmup + args.seconds + 2 * ANSWER_TIMEOUT
         forwarder = await CForwarder.open(binaries["rtpfwd"], calls, limit)
     else:
-        relay = PythonRelay(calls, kind == "relay+rec", args.loop_reactor)
+        relay = PythonRelay(calls, kind == "relay+rec", args.loop_reactor, args.thread_writers)
         await relay.open()
         forwarder = relay
     generator: Generator
@@ -416,7 +427,7 @@ async def run_load(calls: int, kind: str, args: argparse.Namespace,
 
     elapsed = after.when - before.when  # longer than asked if this loop was held up
 
-    def rate(a: int | None, b: int | None) -> float | None:
+    def rate(a: float | None, b: float | None) -> float | None:
         return None if a is None or b is None else (b - a) / elapsed
 
     return Result(
@@ -424,6 +435,7 @@ async def run_load(calls: int, kind: str, args: argparse.Namespace,
         kind=kind,
         cpu=(after.cpu - before.cpu) / elapsed,
         gen_cpu=got.cpu,
+        writer_cpu=rate(before.writer_cpu, after.writer_cpu),
         woken=rate(before.woken, after.woken),
         ticks=rate(before.ticks, after.ticks),
         p50=got.p50,
@@ -557,7 +569,7 @@ def in_own_session(argv: list[str]) -> int:
 HEADER = (
     f"{'calls':>5} {'forwarder':>9} {'pkt/s':>7} {'CPU':>5} {'xC':>5} {'us/pkt':>6} "
     f"{'wake/s':>7} {'tick/s':>6} {'p50 ms':>6} {'p99 ms':>6} {'p99.9ms':>7} {'loss':>6} "
-    f"{'RSS/call':>8} {'gen':>5}"
+    f"{'RSS/call':>8} {'gen':>5} {'writer':>6}"
 )
 
 
@@ -572,7 +584,8 @@ def row(r: Result, c_cpu: float | None) -> str:
         f"{r.calls:>5} {r.kind:>9} {r.packets_per_second:>7,.0f} {r.cpu:>5.0%} "
         f"{opt(ratio, '.2f', 5)} {opt(us, '.1f', 6)} {opt(r.woken, ',.0f', 7)} "
         f"{opt(r.ticks, ',.0f', 6)} {r.p50:>6.2f} {r.p99:>6.2f} {r.p999:>7.2f} {r.loss:>6.2%} "
-        f"{'-' if rss is None else f'{rss:.1f}KB':>8} {r.gen_cpu:>5.0%}"
+        f"{'-' if rss is None else f'{rss:.1f}KB':>8} {r.gen_cpu:>5.0%} "
+        f"{opt(r.writer_cpu, '.0%', 6)}"
         + (f"  ({r.misrouted} misrouted!)" if r.misrouted else "")
     )
 
@@ -638,6 +651,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--nice", action="store_true", help="run at nice -19 (needs root)")
     parser.add_argument(
         "--python-generator", action="store_true", help="the Python load generator, not rtpgen.c"
+    )
+    parser.add_argument(
+        "--thread-writers", action="store_true",
+        help="recordings written on threads of the relay's process, not in a writer process",
     )
     parser.add_argument(
         "--loop-reactor", action="store_true", help="each socket on the loop, not one epoll set"

@@ -12,6 +12,7 @@ from typing import Any
 
 from callbridge.b2bua.calls import CallService
 from callbridge.config import load_settings
+from callbridge.recordings.recorder import ThreadWriters
 from callbridge.store import open_store
 from callbridge.store.models import Call, CallStatus, Leg, LegRole, LegStatus
 from callbridge.webhooks.signing import new_secret
@@ -42,7 +43,8 @@ def test_recover_ends_crashed_calls_with_callbacks_and_their_recordings(tmp_path
             (tmp_path / "recordings" / f"crm_{bridged}.wav").write_bytes(b"RIFF")
             woken: list[bool] = []
             with ThreadPoolExecutor(1) as executor:
-                service = CallService(settings, store, None, None, executor,  # type: ignore[arg-type]
+                service = CallService(settings, store, None, None,  # type: ignore[arg-type]
+                                      ThreadWriters(executor),
                                       on_finished=lambda: woken.append(True))
                 assert await service.recover() == 2
             assert woken == [True]

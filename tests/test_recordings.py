@@ -27,6 +27,7 @@ from callbridge.recordings.recorder import (
     FinishedRecording,
     Recorder,
     RecordingError,
+    ThreadWriters,
 )
 
 START = 1000.0  # the bridge time, in loop time
@@ -110,7 +111,7 @@ def stream(
 
 def recorder(path: Path, clock: Clock, executor: Executor, **options: Any) -> Recorder:
     options.setdefault("left_legs", {"agent"})
-    return Recorder(path, start=START, executor=executor, now=clock, **options)
+    return Recorder(path, start=START, writers=ThreadWriters(executor), now=clock, **options)
 
 
 def feed(rec: Recorder, packets: list[Packet]) -> None:

@@ -185,8 +185,8 @@ def rtp(pt, k, ssrc, codes):  # a plain 12-byte RTP header, as the relay hands i
     return struct.pack("!BBHII", 0x80, pt, k, 1000 + 160 * k, ssrc) + codes[160 * k:160 * k + 160]
 
 clock = [0.0]
-rec = module.Recorder(path, start=0.0, executor=ThreadPoolExecutor(1), now=lambda: clock[0],
-                      left_legs={"agent"})
+rec = module.Recorder(path, start=0.0, writers=module.ThreadWriters(ThreadPoolExecutor(1)),
+                      now=lambda: clock[0], left_legs={"agent"})
 for k in range(150):
     arrival = k * 0.02 + 0.005
     if arrival >= 1.0 and clock[0] < 1.0 or arrival >= 2.0 and clock[0] < 2.0:

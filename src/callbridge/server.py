@@ -17,7 +17,6 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from callbridge.b2bua.service import SipService
 from callbridge.config import Settings
 from callbridge.errors import ConfigError, StorageError, TransportError
 from callbridge.media.ports import PortAllocator
+from callbridge.recordings.process import ProcessWriters
 from callbridge.recordings.repair import repair_recordings
 from callbridge.sandbox import SandboxCarrier
 from callbridge.softphone.leg import BrowserPhone
@@ -64,8 +64,8 @@ class Server:
     _http: QuietUvicorn | None = None
     _http_task: asyncio.Task[None] | None = None
     _http_socket: socket.socket | None = None
-    _executor: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="callbridge-io"))
+    #: Where recordings are written: a child process, started with the first one.
+    writers: ProcessWriters = field(default_factory=ProcessWriters)
 
     async def start(self) -> None:
         settings = self.settings
@@ -111,7 +111,7 @@ class Server:
                                      backoff_base=settings.callbacks.backoff_base)
         phone = BrowserPhone(self.presence, settings.softphone)
         self.presence.calls = phone  # the pages' answers and hang-ups reach the ringing legs
-        self.calls = CallService(settings, self.store, self.sip, self.ports, self._executor,
+        self.calls = CallService(settings, self.store, self.sip, self.ports, self.writers,
                                  on_finished=self.worker.wake, presence=self.presence,
                                  phone=phone)
         recovered = await self.calls.recover()
@@ -170,7 +170,7 @@ class Server:
             await self.store.close()
         if self._http_socket is not None:
             self._http_socket.close()
-        self._executor.shutdown(wait=True)
+        await self.writers.aclose()
 
 
 def _bind_tcp(host: str, port: int) -> socket.socket:

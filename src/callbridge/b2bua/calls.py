@@ -21,7 +21,6 @@ import logging
 import secrets
 import typing
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,7 +64,7 @@ from callbridge.media.relay import Room
 from callbridge.media.tones import TONE_PLANS, ToneGenerator, prompt_plan
 from callbridge.numbers import format_for_trunk
 from callbridge.recordings.naming import recording_name, recording_path
-from callbridge.recordings.recorder import Recorder
+from callbridge.recordings.recorder import Recorder, Writers
 from callbridge.sip.errors import SipParseError
 from callbridge.sip.sdp import (
     MediaCapabilities,
@@ -150,7 +149,7 @@ class CallService:
     """Places and runs calls; the REST API's ``CallControl``."""
 
     def __init__(self, settings: Settings, store: Store, sip: SipService, ports: PortAllocator,
-                 executor: Executor, *, clock: Clock = utc_now,
+                 writers: Writers, *, clock: Clock = utc_now,
                  on_finished: Callable[[], None] = lambda: None,
                  presence: AgentPresence | None = None,
                  phone: AgentPhone | None = None) -> None:
@@ -158,7 +157,7 @@ class CallService:
         self.store = store
         self.sip = sip
         self.ports = ports
-        self.executor = executor
+        self.writers = writers
         self.clock = clock
         self.on_finished = on_finished
         self.presence = presence or _NobodyOnline()
@@ -523,7 +522,7 @@ class CallRunner:
             directory.mkdir(parents=True, exist_ok=True)
             self.recorder = Recorder(
                 recording_path(directory, self.call.call_id), start=self.loop.time(),
-                executor=self.service.executor, now=self.loop.time,
+                writers=self.service.writers, now=self.loop.time,
                 left_legs={f"{self.call.call_id}/{AGENT}"})
             self.recorder.flush_every(self.loop)
             self.room.sink = self.recorder

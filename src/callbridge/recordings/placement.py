@@ -71,6 +71,8 @@ Int64s = NDArray[np.int64]
 Words = NDArray[np.uint32]
 Pcm = NDArray[np.int16]
 Flags = NDArray[np.bool_]
+#: Bytes numpy and memoryview read in place: bytes, a bytearray, a slice of either's view.
+Buffer = bytes | bytearray | memoryview
 
 
 #: The codecs the recorder decodes, by SDP encoding name: code byte -> int16 sample.
@@ -133,36 +135,42 @@ class Run:
         return np.diff(self.offsets[i : j + 1])
 
 
-def parse(packets: list[bytes], arrival: Int64s, table: Pcm, counts: Counts) -> Run | None:
-    """Timestamps, SSRCs and ``table``-decoded payloads of ``packets`` (at least one), which
-    arrived at ``arrival``; None if not one is usable."""
-    size, n = len(packets[0]), len(packets)
-    if size > HEADER_SIZE and len(set(map(len, packets))) == 1:
-        rows = np.frombuffer(b"".join(packets), dtype=np.uint8).reshape(n, size)
+def parse(data: Buffer, sizes: Int64s, arrival: Int64s, table: Pcm,
+          counts: Counts) -> Run | None:
+    """Timestamps, SSRCs and ``table``-decoded payloads of the packets (at least one) held
+    back to back in ``data``, ``sizes[k]`` bytes each, which arrived at ``arrival``; None if
+    not one is usable."""
+    n, size = len(sizes), int(sizes[0])
+    if size > HEADER_SIZE and int(sizes.min()) == int(sizes.max()):
+        rows = np.frombuffer(data, dtype=np.uint8).reshape(n, size)
         if rows[:, 0].tobytes() == _PLAIN * n:  # one bytes comparison, not two numpy calls
             header = rows[:, 4:HEADER_SIZE].copy().view(">u4")
             # take, not fancy indexing: a third less time; clip, as no code is out of range.
             pcm = table.take(rows[:, HEADER_SIZE:], mode="clip").reshape(-1)
             # One bytes comparison tells whether all SSRCs are the first one.
-            one = rows[:, 8:HEADER_SIZE].tobytes() == packets[0][8:HEADER_SIZE] * n
+            one = rows[:, 8:HEADER_SIZE].tobytes() == rows[0, 8:HEADER_SIZE].tobytes() * n
             source = int(header[0, 1]) if one else None
             return Run(header[:, 0], header[:, 1], arrival, pcm, size - HEADER_SIZE, source)
-    return _parse_each(packets, arrival, table, counts)
+    return _parse_each(data, sizes, arrival, table, counts)
 
 
-def _parse_each(packets: list[bytes], arrival: Int64s, table: Pcm, counts: Counts) -> Run | None:
+def _parse_each(data: Buffer, sizes: Int64s, arrival: Int64s, table: Pcm,
+                counts: Counts) -> Run | None:
     """`parse`, a packet at a time: CSRCs, extensions, padding, mixed lengths, junk."""
     kept: list[int] = []
     stamps: list[int] = []
     sources: list[int] = []
     payloads: list[bytes] = []
-    for k, data in enumerate(packets):
+    view, start = memoryview(data), 0
+    for k, size in enumerate(sizes.tolist()):
+        packet_bytes = bytes(view[start:start + size])
+        start += size
         try:
-            if data[:1] == _PLAIN:
-                _, _, _, ts, ssrc = unpack_header(data)
-                payload = data[HEADER_SIZE:]
+            if packet_bytes[:1] == _PLAIN:
+                _, _, _, ts, ssrc = unpack_header(packet_bytes)
+                payload = packet_bytes[HEADER_SIZE:]
             else:
-                packet = RtpPacket.parse(data)
+                packet = RtpPacket.parse(packet_bytes)
                 ts, ssrc, payload = packet.timestamp, packet.ssrc, packet.payload
         except ValueError:  # RtpError: not RTP, or lengths that do not fit
             continue
@@ -171,21 +179,21 @@ def _parse_each(packets: list[bytes], arrival: Int64s, table: Pcm, counts: Count
             stamps.append(ts)
             sources.append(ssrc)
             payloads.append(payload)
-    counts.malformed += len(packets) - len(kept)
+    counts.malformed += len(sizes) - len(kept)
     if not kept:
         return None
-    sizes = list(map(len, payloads))
+    lengths = list(map(len, payloads))
     pcm = table.take(np.frombuffer(b"".join(payloads), dtype=np.uint8), mode="clip")
     offsets = None
-    if len(set(sizes)) > 1:
-        offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
-        np.cumsum(sizes, out=offsets[1:])
+    if len(set(lengths)) > 1:
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
     return Run(
         np.array(stamps, dtype=np.uint32),
         np.array(sources, dtype=np.uint32),
         arrival[kept],
         pcm,
-        0 if offsets is not None else sizes[0],
+        0 if offsets is not None else lengths[0],
         sources[0] if len(set(sources)) == 1 else None,
         offsets,
     )

@@ -5,17 +5,21 @@ the left, everyone else mixed on the right. Sample n of the file is the call at
 ``start + n / 8000`` s; silence fills whatever no packet covers (loss, a leg not yet joined,
 hold), so one minute of call is one minute of WAV and the two channels stay in step.
 
-Two halves, two threads:
+Two halves:
 
 - on the event loop, `Recorder.on_audio` runs for every packet the relay receives and only
   appends the whole datagram and its arrival time to two lists of that leg's segment (a codec
   change, a re-INVITE, starts a new one): no parsing, slicing, numpy or I/O;
-- on a worker thread (the executor the owner gives), `_Writer` takes those lists about once a
-  second (`Recorder.flush`), has placement.py parse them and place every packet's audio by
-  its RTP timestamp in its leg's `Track` (a handful of numpy calls per leg, not Python per
-  packet), then mixes the tracks, interleaves and appends to the file with soundfile, and
-  brings the header's sizes up to date so that a killed process leaves a playable file
-  (repair.py mends the rest at start-up).
+- in a `Writer`, `Recorder.flush` hands those lists over about once a second as a `Batch`;
+  the writer has placement.py parse them and place every packet's audio by its RTP timestamp
+  in its leg's `Track` (a handful of numpy calls per leg, not Python per packet), then mixes
+  the tracks, interleaves and appends to the file with soundfile, and brings the header's
+  sizes up to date so that a killed process leaves a playable file (repair.py mends the rest
+  at start-up).
+
+Writers run where the owner's `Writers` put them: on threads (`ThreadWriters`), or in a
+separate process (process.py's `ProcessWriters`, what the server uses, so that the writers'
+work never takes the GIL from the relay).
 
 Legs of one channel are summed in int32 and saturated to int16. `flush` writes only up to
 ``now - jitter_window`` (200 ms by default), so slightly late packets still land; audio
@@ -30,19 +34,20 @@ import logging
 import math
 import os
 import threading
+from array import array
 from collections import deque
 from collections.abc import Callable, Collection
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 import numpy as np
 import soundfile as sf  # type: ignore[import-untyped]
 from numpy.typing import NDArray
 
 from callbridge.errors import CallbridgeError
-from callbridge.logs import CallLogger, call_logger
+from callbridge.logs import call_logger
 from callbridge.recordings.naming import parse_recording_name
 from callbridge.recordings.placement import (
     DECODERS,
@@ -59,10 +64,17 @@ __all__ = [
     "FRAME_SAMPLES",
     "FRAME_SECONDS",
     "SAMPLE_RATE",
+    "Batch",
     "Channel",
     "FinishedRecording",
+    "Packed",
     "Recorder",
     "RecordingError",
+    "Segment",
+    "ThreadWriters",
+    "Writer",
+    "WriterLink",
+    "Writers",
 ]
 
 log = logging.getLogger(__name__)
@@ -107,9 +119,12 @@ class FinishedRecording:
     #: Packets dropped as not RTP: too short, RTCP, CSRC/extension/padding lengths that do
     #: not fit, or no payload at all.
     malformed: int = 0
+    #: Packets never handed to the writer because it had fallen too far behind (a writer
+    #: process stalled on its disk): their audio is silence in the file.
+    dropped: int = 0
 
 
-class _Segment:
+class Segment:
     """What the loop thread collects: one leg's packets in one codec, as they arrived."""
 
     __slots__ = ("arrivals", "channel", "codec", "leg", "packets")
@@ -121,32 +136,51 @@ class _Segment:
         self.packets: list[bytes] = []
         self.arrivals: list[float] = []
 
+    def pack(self) -> "Packed":
+        return Packed(self.leg, self.channel, self.codec, b"".join(self.packets),
+                      array("H", map(len, self.packets)), array("d", self.arrivals))
+
+
+@dataclass(frozen=True, slots=True)
+class Packed:
+    """A `Segment` as it travels to its writer: the datagrams back to back, their lengths
+    (a UDP payload is at most 65,507 bytes) and arrival times. Three buffers rather than a
+    hundred objects: a writer process gets them for the price of a copy."""
+
+    leg: str
+    channel: Channel
+    codec: str
+    data: bytes
+    sizes: "array[int]"
+    arrivals: "array[float]"
+
 
 @dataclass(frozen=True)
-class _Batch:
+class Batch:
     """What one flush hands to the worker: the segments in order and how far to write."""
 
-    segments: list[_Segment]
+    segments: list[Packed]
     #: Write samples below this; None for the final batch (close decides).
     horizon: int | None
 
 
-class _Writer:
-    """The worker-thread half: owns the file and every bit of state the writes touch.
+class Writer:
+    """The writing half: owns the file and every bit of state the writes touch.
 
-    Batches arrive through a deque (appended on the loop thread) and are taken under a lock
-    in arrival order, so the executor may run `drain` and `finish` on any thread, several
-    at once, and the file still sees one writer and the batches in order.
+    Batches arrive through a deque (appended on the loop thread, or by the writer process's
+    reader) and are taken under a lock in arrival order, so an executor may run `drain` and
+    `finish` on any thread, several at once, and the file still sees one writer and the
+    batches in order.
     """
 
-    def __init__(self, path: Path, start: float, jitter: int, logger: CallLogger) -> None:
+    def __init__(self, path: Path, start: float, jitter: int) -> None:
         self._path = path
         self._start = start
         #: The jitter window in samples: how far behind the latest arrival writes stay.
         self._jitter = jitter
-        self._log = logger
+        self._log = call_logger(log, parse_recording_name(path.name) or path.name)
         self._lock = threading.Lock()
-        self._inbox: deque[_Batch] = deque()
+        self._inbox: deque[Batch] = deque()
         self._tracks: dict[str, Track] = {}
         #: The tracks of the left channel and of the right.
         self._channels: tuple[list[Track], list[Track]] = ([], [])
@@ -159,7 +193,7 @@ class _Writer:
         self._result: FinishedRecording | None = None
         self._error: Exception | None = None
 
-    def post(self, batch: _Batch) -> None:
+    def post(self, batch: Batch) -> None:
         self._inbox.append(batch)
 
     def drain(self) -> None:
@@ -208,18 +242,20 @@ class _Writer:
                 horizon = batch.horizon if horizon is None else max(horizon, batch.horizon)
         return horizon
 
-    def _take(self, segments: list[_Segment], limit: int | None) -> None:
+    def _take(self, segments: list[Packed], limit: int | None) -> None:
         """Place one batch, 10 s of arrivals at a time, writing in between as a flush at the
         end of each 10 s would have."""
-        work: list[tuple[str, NDArray[np.int16], list[bytes], Int64s]] = []
+        work: list[tuple[str, NDArray[np.int16], memoryview, Int64s, Int64s]] = []
         for segment in segments:
             table = DECODERS.get(segment.codec)
             if table is None:
-                self._counts.unsupported += len(segment.packets)
+                self._counts.unsupported += len(segment.sizes)
                 continue
             arrivals = self._positions(segment.arrivals)
             self._track(segment)
-            work.append((segment.leg, table, segment.packets, arrivals))
+            offsets = np.zeros(len(segment.sizes) + 1, dtype=np.int64)
+            np.cumsum(np.frombuffer(segment.sizes, dtype=np.uint16), out=offsets[1:])
+            work.append((segment.leg, table, memoryview(segment.data), offsets, arrivals))
         if not work:
             return
         counts = self._counts
@@ -228,11 +264,13 @@ class _Writer:
         last = max(int(arrivals[-1]) for *_, arrivals in work)
         while True:
             final = last < window_end
-            for k, (leg, table, packets, arrivals) in enumerate(work):
-                stop = len(packets) if final else int(np.searchsorted(arrivals, window_end))
+            for k, (leg, table, data, offsets, arrivals) in enumerate(work):
+                stop = len(arrivals) if final else int(np.searchsorted(arrivals, window_end))
                 if stop > cursors[k]:
-                    chosen = slice(cursors[k], stop)
-                    run = parse(packets[chosen], arrivals[chosen], table, counts)
+                    first = cursors[k]
+                    packed = data[offsets[first]:offsets[stop]]
+                    sizes = np.diff(offsets[first:stop + 1])
+                    run = parse(packed, sizes, arrivals[first:stop], table, counts)
                     if run is not None:
                         self._place(leg, run, limit)
                     cursors[k] = stop
@@ -251,14 +289,14 @@ class _Writer:
         if counts.recentred != recentres:
             self._log.debug("leg %s: re-centred on the sender's drifting clock", leg)
 
-    def _positions(self, arrivals: list[float]) -> Int64s:
+    def _positions(self, arrivals: "array[float]") -> Int64s:
         """Arrival times as file sample positions, to the nearest sample."""
         elapsed = np.array(arrivals, dtype=np.float64)
         elapsed *= SAMPLE_RATE
         elapsed -= self._start * SAMPLE_RATE - 0.5  # rounded, as astype truncates
         return elapsed.astype(np.int64)
 
-    def _track(self, segment: _Segment) -> None:
+    def _track(self, segment: Packed) -> None:
         """Give ``segment``'s leg a track, on its channel, if it has none yet."""
         if segment.leg not in self._tracks:
             track = self._tracks[segment.leg] = Track()
@@ -332,8 +370,7 @@ class _Writer:
         )
 
     def _fail(self, exc: Exception) -> None:
-        self._error = exc
-        self._log.error("recording to %s failed: %s", self._path, exc, exc_info=exc)
+        self._error = exc  # logged by the Recorder that closes
         self._inbox.clear()
         self._tracks.clear()
         self._channels = ([], [])
@@ -343,6 +380,61 @@ class _Writer:
             self._log.debug("closing the failed recording: %s", close_exc)
 
 
+class WriterLink(Protocol):
+    """One recording's line to its `Writer`, wherever that runs (`Writers.open`)."""
+
+    def post(self, batch: Batch) -> "Future[None] | None":
+        """Hand ``batch`` over and have it written; never blocks the caller for long."""
+
+    async def finish(self, end: int) -> FinishedRecording:
+        """`Writer.finish`: write up to sample ``end`` and close the file."""
+
+    def finish_blocking(self, end: int) -> FinishedRecording:
+        """`finish`, blocking the caller: for shutdown paths without a running loop."""
+
+
+class Writers(Protocol):
+    """Where recordings are written: threads of this process (`ThreadWriters`) or a separate
+    process (`callbridge.recordings.process.ProcessWriters`, what the server uses)."""
+
+    def open(self, path: Path, start: float, jitter: int) -> WriterLink:
+        """A `Writer` for the file ``path``: the call starts at loop time ``start``, and
+        writes stay ``jitter`` samples behind the latest arrival."""
+
+
+class ThreadWriters:
+    """Writers that run on ``executor``'s threads, in this process.
+
+    Simple, and right for a handful of calls; under load the writers' numpy and file work
+    contends with the event loop for the GIL (see process.py for the figures).
+    """
+
+    def __init__(self, executor: Executor) -> None:
+        self._executor = executor
+
+    def open(self, path: Path, start: float, jitter: int) -> "_ThreadLink":
+        return _ThreadLink(Writer(path, start, jitter), self._executor)
+
+
+class _ThreadLink:
+    def __init__(self, writer: Writer, executor: Executor) -> None:
+        self._writer = writer
+        self._executor = executor
+
+    def post(self, batch: Batch) -> "Future[None]":
+        """Returns the worker's future; it never holds an exception (a failed write is kept
+        for `finish` to raise)."""
+        self._writer.post(batch)
+        return self._executor.submit(self._writer.drain)
+
+    async def finish(self, end: int) -> FinishedRecording:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._writer.finish, end)
+
+    def finish_blocking(self, end: int) -> FinishedRecording:
+        return self._writer.finish(end)
+
+
 class Recorder:
     """Records one call: the relay's audio sink (:class:`~callbridge.media.relay.FrameSink`),
     stereo WAV out.
@@ -350,7 +442,7 @@ class Recorder:
     ``start`` is the bridge time and ``now`` the clock (both the event loop's monotonic time,
     ``loop.time``); the recorder reads no other clock. Legs in ``left_legs`` go to the left
     channel and all others to the right, or ``channel_of(leg_key)`` decides (asked once per
-    leg, on the loop thread). Blocking work runs on ``executor``.
+    leg, on the loop thread). The file is written by one of ``writers``.
 
     Drive it with `on_audio` per packet, `flush` about once a second (or `flush_every`), and
     `close` (or `close_now`) on every way out of the call: both are idempotent.
@@ -361,7 +453,7 @@ class Recorder:
         path: str | Path,
         *,
         start: float,
-        executor: Executor,
+        writers: Writers,
         now: Callable[[], float],
         left_legs: Collection[str] = (),
         channel_of: Callable[[str], Channel] | None = None,
@@ -371,26 +463,25 @@ class Recorder:
             raise ValueError("give left_legs or channel_of, not both")
         self.path = Path(path)
         self.start = start
-        self._executor = executor
         self._now = now
         self._jitter_window = jitter_window
         left = frozenset(left_legs)
         self._channel_of = channel_of or (lambda leg: "left" if leg in left else "right")
         #: Each leg's segment taking packets now, and every segment since the last flush.
-        self._current: dict[str, _Segment] = {}
-        self._segments: list[_Segment] = []
+        self._current: dict[str, Segment] = {}
+        self._segments: list[Segment] = []
         self._channels: dict[str, Channel] = {}
         self._closed = False
         self._end = 0
         self._closing: asyncio.Future[FinishedRecording] | None = None
+        self._failure: RecordingError | None = None
         self._timer: asyncio.TimerHandle | None = None
-        call_id = parse_recording_name(self.path.name) or self.path.name
-        jitter = round(jitter_window * SAMPLE_RATE)
-        self._writer = _Writer(self.path, start, jitter, call_logger(log, call_id))
+        self._log = call_logger(log, parse_recording_name(self.path.name) or self.path.name)
+        self._link = writers.open(self.path, start, round(jitter_window * SAMPLE_RATE))
 
     def on_audio(self, leg_key: str, packet: bytes, codec: str, arrival: float) -> None:
         """One received RTP datagram of ``leg_key``, whole ("PCMU" or "PCMA"; arrival in
-        loop time). Only appends: everything else happens on the worker."""
+        loop time). Only appends: everything else happens in the writer."""
         segment = self._current.get(leg_key)
         if segment is None or segment.codec != codec:
             segment = self._open_segment(leg_key, codec)
@@ -400,18 +491,17 @@ class Recorder:
         segment.arrivals.append(arrival)
 
     def flush(self) -> "Future[None] | None":
-        """Hand the packets so far to the worker, which writes up to ``now - jitter_window``.
+        """Hand the packets so far to the writer, which writes up to ``now - jitter_window``.
 
-        Returns the worker's future (it never holds an exception: a failed write is kept
-        for `close` to raise), or None once closed.
+        Returns what the writer's `WriterLink.post` does (a future for `ThreadWriters`), or
+        None once closed.
         """
         if self._closed:
             return None
         elapsed = self._now() - self._jitter_window - self.start
         # A millionth of a sample of allowance keeps 0.8 s from counting as 6399.99999.
         horizon = math.floor(elapsed * SAMPLE_RATE + 1e-6)
-        self._writer.post(_Batch(self._take_segments(), horizon))
-        return self._executor.submit(self._writer.drain)
+        return self._link.post(Batch(self._take_segments(), horizon))
 
     def flush_every(self, loop: asyncio.AbstractEventLoop, interval: float = 1.0) -> None:
         """Flush every ``interval`` seconds on ``loop`` until closed."""
@@ -431,27 +521,44 @@ class Recorder:
         (the first ``end_time`` wins). Raises RecordingError if the recording failed.
         """
         if self._closing is None:
-            end = self._stop(end_time)
-            loop = asyncio.get_running_loop()
-            self._closing = loop.run_in_executor(self._executor, self._writer.finish, end)
+            self._closing = asyncio.ensure_future(self._finish(self._stop(end_time)))
         return await asyncio.shield(self._closing)
 
     def close_now(self, end_time: float | None = None) -> FinishedRecording:
         """`close` without an event loop, blocking the caller: for shutdown paths."""
-        return self._writer.finish(self._stop(end_time))
+        end = self._stop(end_time)
+        if self._failure is not None:
+            raise self._failure
+        try:
+            return self._link.finish_blocking(end)
+        except RecordingError as exc:
+            raise self._failed(exc) from exc.__cause__
+
+    async def _finish(self, end: int) -> FinishedRecording:
+        try:
+            return await self._link.finish(end)
+        except RecordingError as exc:
+            raise self._failed(exc) from exc.__cause__
+
+    def _failed(self, exc: RecordingError) -> RecordingError:
+        """Log a failed recording once; the error every later close raises."""
+        if self._failure is None:
+            self._failure = exc
+            self._log.error("%s", exc, exc_info=exc.__cause__ or exc)
+        return self._failure
 
     def _stop(self, end_time: float | None) -> int:
         """Stop taking packets and post the last batch, once; the end sample."""
         if not self._closed:
             end = self._now() if end_time is None else end_time
             self._end = max(0, round((end - self.start) / FRAME_SECONDS)) * FRAME_SAMPLES
-            self._writer.post(_Batch(self._take_segments(), None))
+            self._link.post(Batch(self._take_segments(), None))
             self._closed = True
             if self._timer is not None:
                 self._timer.cancel()
         return self._end
 
-    def _open_segment(self, leg_key: str, codec: str) -> _Segment | None:
+    def _open_segment(self, leg_key: str, codec: str) -> Segment | None:
         """A new segment for ``leg_key`` in ``codec``; None once closed."""
         if self._closed:
             return None
@@ -461,10 +568,10 @@ class Recorder:
             if channel not in ("left", "right"):
                 raise ValueError(f"channel_of({leg_key!r}) gave {channel!r}, not left or right")
             self._channels[leg_key] = channel
-        segment = self._current[leg_key] = _Segment(leg_key, channel, codec)
+        segment = self._current[leg_key] = Segment(leg_key, channel, codec)
         self._segments.append(segment)
         return segment
 
-    def _take_segments(self) -> list[_Segment]:
+    def _take_segments(self) -> list[Packed]:
         segments, self._segments, self._current = self._segments, [], {}
-        return segments
+        return [segment.pack() for segment in segments]

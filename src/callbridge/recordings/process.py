@@ -1,0 +1,441 @@
+"""Recordings written by a separate process, so the writers never take the GIL from the relay.
+
+Why a process: a `Writer` on a thread of the server costs the relay far more than its own
+work. Each of the relay loop's syscalls hands the GIL over, and the writer's numpy and file
+work then holds it. Measured with ``bench/relay.py --nice`` on a 2-core machine, 400 recorded
+two-party calls: writers on threads 98% CPU and a p99 of 162 ms; writers in this process
+~60% and under 2 ms.
+
+The parent side, `ProcessWriters`, lives on the event loop. On the first `open` it starts
+``python -m callbridge.recordings.process FD`` with one end of an AF_UNIX socket pair. Each
+message either way is a 4-byte big-endian length and a pickle (the child is our own code,
+started by us):
+
+- parent to child: ``("open", id, path, start, jitter)``, ``("post", id, batch)``,
+  ``("finish", id, end)``;
+- child to parent: ``("done", id, FinishedRecording | None, error | None)``.
+
+The rules that keep calls and recordings safe:
+
+- **The loop never blocks on the child.** Sends are non-blocking; what the socket does not
+  take waits in a queue drained when it is writable. Past ``backlog_limit`` bytes queued (a
+  child stalled on its disk), batches are dropped, counted in the recording's ``dropped``
+  and logged: the recording gets silence there rather than the server running out of memory.
+  Opens and finishes are never dropped.
+- **A child that dies costs the recordings, never the calls.** The reader sees EOF; every
+  recording it held fails with RecordingError, its file is repaired (the audio written so far
+  kept) when its recorder closes, and the next recording starts a new child.
+- **A finish is bounded.** A child that does not answer within ``finish_timeout`` fails that
+  recording, so a call always ends and its callback is always sent.
+- **A parent that dies loses at most the last second.** The child sees EOF, finishes every
+  recording it holds up to the last flush, and exits. It ignores SIGINT and SIGTERM (a Ctrl-C
+  reaches the whole process group): the parent decides when it ends, by closing its end.
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+import pickle
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Final
+
+from callbridge.recordings.recorder import Batch, FinishedRecording, RecordingError, Writer
+from callbridge.recordings.repair import repair_wav
+
+__all__ = ["ProcessWriters", "main"]
+
+log = logging.getLogger(__name__)
+
+_LENGTH: Final = struct.Struct("!I")
+_RECV_SIZE: Final = 1 << 18
+#: The parent's socket send buffer: about a second of 400 calls' batches.
+_SEND_BUFFER: Final = 4 << 20
+#: How much lower than the server the writer process runs.
+_NICE: Final = 10
+#: How long `ProcessWriters.aclose` lets the child finish before killing it.
+_EXIT_TIMEOUT: Final = 10.0
+
+
+def _frame(message: tuple[Any, ...]) -> bytes:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LENGTH.pack(len(data)) + data
+
+
+class _Frames:
+    """Splits a byte stream back into the messages `_frame` made."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[Any, ...]]:
+        self._buffer += data
+        buffer, offset, messages = self._buffer, 0, []
+        while len(buffer) - offset >= _LENGTH.size:
+            (size,) = _LENGTH.unpack_from(buffer, offset)
+            end = offset + _LENGTH.size + size
+            if len(buffer) < end:
+                break
+            messages.append(pickle.loads(memoryview(buffer)[offset + _LENGTH.size:end]))
+            offset = end
+        del buffer[:offset]
+        return messages
+
+
+class ProcessWriters:
+    """`Writers` in a child process (see the module's notes). Use it from one event loop;
+    `aclose` it when the server stops, after every recording has closed."""
+
+    def __init__(self, *, backlog_limit: int = 64 << 20, finish_timeout: float = 30.0) -> None:
+        self.backlog_limit = backlog_limit
+        self.finish_timeout = finish_timeout
+        self._child: _Child | None = None
+        self._next_id = 0
+
+    @property
+    def pid(self) -> int | None:
+        """The running child's process id, if one runs."""
+        child = self._child
+        return None if child is None or child.dead else child.process.pid
+
+    def open(self, path: Path, start: float, jitter: int) -> "_ProcessLink":
+        child = self._child
+        if child is None or child.dead:
+            child = self._child = _Child(asyncio.get_running_loop(), self.backlog_limit)
+        self._next_id += 1
+        link = _ProcessLink(child, self._next_id, path, self.finish_timeout)
+        child.send(("open", link.id, str(path), start, jitter))
+        return link
+
+    async def aclose(self) -> None:
+        """Let the child finish what it holds and exit; kill it if it has not within 10 s."""
+        child, self._child = self._child, None
+        if child is not None:
+            await child.aclose()
+
+
+class _Child:
+    """One writer process and the parent's end of its socket."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, backlog_limit: int) -> None:
+        self._loop = loop
+        #: Bytes queued past which batches are dropped.
+        self.limit = backlog_limit
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            env = dict(os.environ)
+            source = str(Path(__file__).resolve().parents[2])  # the directory holding callbridge
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "callbridge.recordings.process", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER)
+        ours.setblocking(False)
+        self._sock = ours
+        self._frames = _Frames()
+        self._out: deque[memoryview] = deque()
+        self._queued = 0
+        self._drained: asyncio.Future[None] | None = None
+        #: Replies by recording id, and the finishes waiting for theirs.
+        self._replies: dict[int, tuple[Any, ...]] = {}
+        self._waiting: dict[int, asyncio.Future[tuple[Any, ...]]] = {}
+        #: Why the child is gone; None while it runs.
+        self.error: str | None = None
+        self._closing = False
+        loop.add_reader(ours, self._readable)
+
+    @property
+    def dead(self) -> bool:
+        return self.error is not None
+
+    def send(self, message: tuple[Any, ...], *, droppable: bool = False) -> bool:
+        """Queue ``message``; False if it was not sent (child gone, or a droppable message
+        past the backlog limit)."""
+        if self.dead or (droppable and self._queued > self.limit):
+            return False
+        frame = _frame(message)
+        if self._out:
+            pending = memoryview(frame)
+        else:
+            try:
+                sent = self._sock.send(frame)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self._lost(f"the recordings writer's socket failed: {exc}")
+                return False
+            if sent == len(frame):
+                return True
+            self._loop.add_writer(self._sock, self._writable)
+            pending = memoryview(frame)[sent:]
+        self._out.append(pending)
+        self._queued += len(pending)
+        return True
+
+    async def request(self, rid: int, message: tuple[Any, ...],
+                      timeout: float) -> tuple[Any, ...]:
+        """Send ``message`` and wait for recording ``rid``'s reply."""
+        waiter = self._loop.create_future()
+        self._waiting[rid] = waiter
+        self.send(message)
+        self._deliver()
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        finally:
+            self._waiting.pop(rid, None)
+
+    def request_blocking(self, rid: int, message: tuple[Any, ...],
+                         timeout: float) -> tuple[Any, ...]:
+        """`request` blocking the caller, which must be the loop's thread (or no loop runs)."""
+        self.send(message)
+        deadline = time.monotonic() + timeout
+        while rid not in self._replies:
+            if self.dead:
+                raise RecordingError(self.error)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            writers = [self._sock] if self._out else []
+            readable, writable, _ = select.select([self._sock], writers, [], remaining)
+            if writable:
+                self._writable()
+            if readable:
+                self._readable()
+        return self._replies.pop(rid)
+
+    def _writable(self) -> None:
+        while self._out:
+            head = self._out[0]
+            try:
+                sent = self._sock.send(head)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self._lost(f"the recordings writer's socket failed: {exc}")
+                return
+            self._queued -= sent
+            if sent < len(head):
+                self._out[0] = head[sent:]
+                return
+            self._out.popleft()
+        self._loop.remove_writer(self._sock)
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    def _readable(self) -> None:
+        try:
+            data = self._sock.recv(_RECV_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._lost(f"the recordings writer's socket failed: {exc}")
+            return
+        if not data:
+            if self._closing:
+                self._detach("the recordings writer was closed")
+            else:
+                self._lost("the recordings writer process exited")
+            return
+        for message in self._frames.feed(data):
+            self._replies[message[1]] = message
+        self._deliver()
+
+    def _deliver(self) -> None:
+        for rid in [rid for rid in self._waiting if rid in self._replies]:
+            waiter = self._waiting.pop(rid)
+            if not waiter.done():
+                waiter.set_result(self._replies.pop(rid))
+
+    def _lost(self, reason: str) -> None:
+        """The child is gone (or its socket broke): fail everything waiting on it."""
+        if self.dead:
+            return
+        code = self.process.poll()
+        reason = reason if code is None else f"{reason} (exit status {code})"
+        log.error("%s: its open recordings fail and keep the audio written so far", reason)
+        self._detach(reason)
+        if code is None:  # exiting right now: reap it off the loop
+            self._loop.run_in_executor(None, self.process.wait)
+
+    def _detach(self, reason: str) -> None:
+        self.error = reason
+        self._loop.remove_reader(self._sock)
+        self._loop.remove_writer(self._sock)
+        self._sock.close()
+        self._out.clear()
+        self._queued = 0
+        for waiter in self._waiting.values():
+            if not waiter.done():
+                waiter.set_exception(RecordingError(reason))
+        self._waiting.clear()
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    async def aclose(self) -> None:
+        self._closing = True
+        if not self.dead:
+            if self._out:
+                self._drained = self._loop.create_future()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._drained, _EXIT_TIMEOUT)
+            if not self.dead:
+                with contextlib.suppress(OSError):
+                    self._sock.shutdown(socket.SHUT_WR)  # EOF: finish up and exit
+        try:
+            await asyncio.to_thread(self.process.wait, _EXIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            log.error("the recordings writer did not exit within %.0f s: killed", _EXIT_TIMEOUT)
+            self.process.kill()
+            await asyncio.to_thread(self.process.wait)
+        if not self.dead:
+            self._detach("the recordings writer was closed")
+
+
+class _ProcessLink:
+    """One recording's `WriterLink` to a `_Child`."""
+
+    def __init__(self, child: _Child, rid: int, path: Path, timeout: float) -> None:
+        self.id = rid
+        self._child = child
+        self._path = path
+        self._timeout = timeout
+        #: Packets in batches dropped past the backlog limit.
+        self.dropped = 0
+
+    def post(self, batch: Batch) -> None:
+        child = self._child
+        if child.send(("post", self.id, batch), droppable=True) or child.dead:
+            return  # sent, or lost with the child: finish reports it
+        if not self.dropped:
+            log.warning("recording %s: the writer process is behind by over %d MiB; dropping "
+                        "audio (silence in the file) until it catches up", self._path.name,
+                        child.limit >> 20)
+        self.dropped += sum(len(segment.sizes) for segment in batch.segments)
+
+    async def finish(self, end: int) -> FinishedRecording:
+        if not self._child.dead:
+            try:
+                reply = await self._child.request(self.id, ("finish", self.id, end),
+                                                  self._timeout)
+                return self._result(reply)
+            except TimeoutError:
+                raise RecordingError(
+                    f"recording {self._path}: the writer process did not finish it within "
+                    f"{self._timeout:g} s") from None
+            except RecordingError:
+                pass  # the child died while finishing
+        await asyncio.to_thread(self._salvage)
+        raise self._lost()
+
+    def finish_blocking(self, end: int) -> FinishedRecording:
+        if not self._child.dead:
+            try:
+                reply = self._child.request_blocking(self.id, ("finish", self.id, end),
+                                                     self._timeout)
+                return self._result(reply)
+            except TimeoutError:
+                raise RecordingError(
+                    f"recording {self._path}: the writer process did not finish it within "
+                    f"{self._timeout:g} s") from None
+            except RecordingError:
+                pass
+        self._salvage()
+        raise self._lost()
+
+    def _result(self, reply: tuple[Any, ...]) -> FinishedRecording:
+        _, _, result, error = reply
+        if error is not None:
+            raise RecordingError(f"recording {self._path}: {error}") from error
+        assert isinstance(result, FinishedRecording)
+        return replace(result, dropped=self.dropped) if self.dropped else result
+
+    def _salvage(self) -> None:
+        """Mend the header of what the dead child left, keeping its audio."""
+        with contextlib.suppress(Exception):
+            repair_wav(self._path)
+
+    def _lost(self) -> RecordingError:
+        return RecordingError(f"recording {self._path}: {self._child.error}; the audio "
+                              f"written before is kept")
+
+
+# -- the child --------------------------------------------------------------------------------
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """``exc`` if it survives pickling, else a RuntimeError saying the same."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+    return exc
+
+
+def serve(sock: socket.socket) -> None:
+    """Write recordings as the parent's messages on ``sock`` say, until EOF; then finish every
+    recording still open up to its last flush."""
+    writers: dict[int, Writer] = {}
+    horizons: dict[int, int] = {}
+    frames = _Frames()
+    while True:
+        try:
+            data = sock.recv(_RECV_SIZE)
+        except OSError:
+            data = b""
+        if not data:
+            break
+        for message in frames.feed(data):
+            kind, rid = message[0], message[1]
+            if kind == "open":
+                _, _, path, start, jitter = message
+                writers[rid] = Writer(Path(path), start, jitter)
+                horizons[rid] = 0
+            elif kind == "post" and rid in writers:
+                batch: Batch = message[2]
+                writer = writers[rid]
+                writer.post(batch)
+                writer.drain()
+                if batch.horizon is not None:
+                    horizons[rid] = max(horizons[rid], batch.horizon)
+            elif kind == "finish" and rid in writers:
+                writer = writers.pop(rid)
+                horizons.pop(rid)
+                try:
+                    reply: tuple[Any, ...] = ("done", rid, writer.finish(message[2]), None)
+                except RecordingError as exc:
+                    reply = ("done", rid, None, _portable(exc.__cause__ or exc))
+                with contextlib.suppress(OSError):
+                    sock.sendall(_frame(reply))
+    for rid, writer in writers.items():
+        with contextlib.suppress(RecordingError):
+            writer.finish(horizons[rid])
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Writing can wait seconds; relaying cannot wait a millisecond. Lower than the server,
+    # the writer never takes a core from the relay (or from the rest of the server).
+    os.nice(_NICE)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    with socket.socket(fileno=int(sys.argv[1])) as sock:
+        serve(sock)
+
+
+if __name__ == "__main__":
+    main()
