@@ -28,8 +28,10 @@ The rules that keep calls and recordings safe:
 - **A finish is bounded.** A child that does not answer within ``finish_timeout`` fails that
   recording, so a call always ends and its callback is always sent.
 - **A parent that dies loses at most the last second.** The child sees EOF, finishes every
-  recording it holds up to the last flush, and exits. It ignores SIGINT and SIGTERM (a Ctrl-C
-  reaches the whole process group): the parent decides when it ends, by closing its end.
+  recording it holds up to the last flush, and exits. Only that ends it: it runs in a session
+  of its own (a Ctrl-C in the terminal reaches the server alone) and ignores SIGINT and
+  SIGTERM (systemd sends SIGTERM to every process of the service at once), so the server
+  finishes its calls and recordings before the writer goes.
 """
 
 import asyncio
@@ -58,8 +60,6 @@ log = logging.getLogger(__name__)
 
 _LENGTH: Final = struct.Struct("!I")
 _RECV_SIZE: Final = 1 << 18
-#: The parent's socket send buffer: about a second of 400 calls' batches.
-_SEND_BUFFER: Final = 4 << 20
 #: How much lower than the server the writer process runs.
 _NICE: Final = 10
 #: How long `ProcessWriters.aclose` lets the child finish before killing it.
@@ -69,6 +69,13 @@ _EXIT_TIMEOUT: Final = 10.0
 def _frame(message: tuple[Any, ...]) -> bytes:
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     return _LENGTH.pack(len(data)) + data
+
+
+def _why(exc: OSError) -> str:
+    """What a failed send or receive on the child's socket says about the child."""
+    if isinstance(exc, ConnectionResetError | BrokenPipeError):
+        return "the recordings writer process exited"
+    return f"the recordings writer's socket failed: {exc}"
 
 
 class _Frames:
@@ -95,8 +102,11 @@ class ProcessWriters:
     """`Writers` in a child process (see the module's notes). Use it from one event loop;
     `aclose` it when the server stops, after every recording has closed."""
 
-    def __init__(self, *, backlog_limit: int = 64 << 20, finish_timeout: float = 30.0) -> None:
+    def __init__(self, *, backlog_limit: int = 64 << 20, finish_timeout: float = 30.0,
+                 send_buffer: int = 4 << 20) -> None:
         self.backlog_limit = backlog_limit
+        #: The socket's send buffer (the kernel caps it): 4 MiB is a second of 400 calls.
+        self.send_buffer = send_buffer
         self.finish_timeout = finish_timeout
         self._child: _Child | None = None
         self._next_id = 0
@@ -107,10 +117,17 @@ class ProcessWriters:
         child = self._child
         return None if child is None or child.dead else child.process.pid
 
+    @property
+    def backlog(self) -> int:
+        """Bytes waiting for the child's socket to take them."""
+        child = self._child
+        return 0 if child is None else child.queued
+
     def open(self, path: Path, start: float, jitter: int) -> "_ProcessLink":
         child = self._child
         if child is None or child.dead:
-            child = self._child = _Child(asyncio.get_running_loop(), self.backlog_limit)
+            child = self._child = _Child(asyncio.get_running_loop(), self.backlog_limit,
+                                         self.send_buffer)
         self._next_id += 1
         link = _ProcessLink(child, self._next_id, path, self.finish_timeout)
         child.send(("open", link.id, str(path), start, jitter))
@@ -126,7 +143,8 @@ class ProcessWriters:
 class _Child:
     """One writer process and the parent's end of its socket."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, backlog_limit: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, backlog_limit: int,
+                 send_buffer: int) -> None:
         self._loop = loop
         #: Bytes queued past which batches are dropped.
         self.limit = backlog_limit
@@ -137,18 +155,19 @@ class _Child:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "callbridge.recordings.process", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env)
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env,
+                start_new_session=True)  # a Ctrl-C in the terminal is not for it
         except BaseException:
             ours.close()
             raise
         finally:
             theirs.close()
-        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
         ours.setblocking(False)
         self._sock = ours
         self._frames = _Frames()
         self._out: deque[memoryview] = deque()
-        self._queued = 0
+        self.queued = 0
         self._drained: asyncio.Future[None] | None = None
         #: Replies by recording id, and the finishes waiting for theirs.
         self._replies: dict[int, tuple[Any, ...]] = {}
@@ -165,7 +184,7 @@ class _Child:
     def send(self, message: tuple[Any, ...], *, droppable: bool = False) -> bool:
         """Queue ``message``; False if it was not sent (child gone, or a droppable message
         past the backlog limit)."""
-        if self.dead or (droppable and self._queued > self.limit):
+        if self.dead or (droppable and self.queued > self.limit):
             return False
         frame = _frame(message)
         if self._out:
@@ -176,30 +195,33 @@ class _Child:
             except BlockingIOError:
                 sent = 0
             except OSError as exc:
-                self._lost(f"the recordings writer's socket failed: {exc}")
+                self._lost(_why(exc))
                 return False
             if sent == len(frame):
                 return True
             self._loop.add_writer(self._sock, self._writable)
             pending = memoryview(frame)[sent:]
         self._out.append(pending)
-        self._queued += len(pending)
+        self.queued += len(pending)
         return True
 
     async def request(self, rid: int, message: tuple[Any, ...],
-                      timeout: float) -> tuple[Any, ...]:
-        """Send ``message`` and wait for recording ``rid``'s reply."""
+                      timeout: float) -> tuple[Any, ...] | None:
+        """Send ``message`` and wait for recording ``rid``'s reply; None if none came within
+        ``timeout``. Raises RecordingError if the child dies first."""
         waiter = self._loop.create_future()
         self._waiting[rid] = waiter
         self.send(message)
         self._deliver()
         try:
             return await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except TimeoutError:
+            return None
         finally:
             self._waiting.pop(rid, None)
 
     def request_blocking(self, rid: int, message: tuple[Any, ...],
-                         timeout: float) -> tuple[Any, ...]:
+                         timeout: float) -> tuple[Any, ...] | None:
         """`request` blocking the caller, which must be the loop's thread (or no loop runs)."""
         self.send(message)
         deadline = time.monotonic() + timeout
@@ -208,7 +230,7 @@ class _Child:
                 raise RecordingError(self.error)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError
+                return None
             writers = [self._sock] if self._out else []
             readable, writable, _ = select.select([self._sock], writers, [], remaining)
             if writable:
@@ -225,9 +247,9 @@ class _Child:
             except BlockingIOError:
                 return
             except OSError as exc:
-                self._lost(f"the recordings writer's socket failed: {exc}")
+                self._lost(_why(exc))
                 return
-            self._queued -= sent
+            self.queued -= sent
             if sent < len(head):
                 self._out[0] = head[sent:]
                 return
@@ -242,7 +264,7 @@ class _Child:
         except BlockingIOError:
             return
         except OSError as exc:
-            self._lost(f"the recordings writer's socket failed: {exc}")
+            self._lost(_why(exc))
             return
         if not data:
             if self._closing:
@@ -265,7 +287,8 @@ class _Child:
         if self.dead:
             return
         code = self.process.poll()
-        reason = reason if code is None else f"{reason} (exit status {code})"
+        if code is not None:  # whatever the socket said, this is why
+            reason = f"the recordings writer process exited (exit status {code})"
         log.error("%s: its open recordings fail and keep the audio written so far", reason)
         self._detach(reason)
         if code is None:  # exiting right now: reap it off the loop
@@ -277,7 +300,7 @@ class _Child:
         self._loop.remove_writer(self._sock)
         self._sock.close()
         self._out.clear()
-        self._queued = 0
+        self.queued = 0
         for waiter in self._waiting.values():
             if not waiter.done():
                 waiter.set_exception(RecordingError(reason))
@@ -315,6 +338,7 @@ class _ProcessLink:
         self._timeout = timeout
         #: Packets in batches dropped past the backlog limit.
         self.dropped = 0
+        self._outcome: FinishedRecording | RecordingError | None = None
 
     def post(self, batch: Batch) -> None:
         child = self._child
@@ -327,50 +351,58 @@ class _ProcessLink:
         self.dropped += sum(len(segment.sizes) for segment in batch.segments)
 
     async def finish(self, end: int) -> FinishedRecording:
-        if not self._child.dead:
-            try:
-                reply = await self._child.request(self.id, ("finish", self.id, end),
-                                                  self._timeout)
-                return self._result(reply)
-            except TimeoutError:
-                raise RecordingError(
-                    f"recording {self._path}: the writer process did not finish it within "
-                    f"{self._timeout:g} s") from None
-            except RecordingError:
-                pass  # the child died while finishing
-        await asyncio.to_thread(self._salvage)
-        raise self._lost()
+        if self._outcome is None:
+            reply: tuple[Any, ...] | None = None
+            if not self._child.dead:
+                message = ("finish", self.id, end)
+                with contextlib.suppress(RecordingError):  # the child died while finishing
+                    reply = await self._child.request(self.id, message, self._timeout)
+            if reply is None and self._child.dead:
+                await asyncio.to_thread(self._salvage)
+            self._settle(reply)
+        return self._given()
 
     def finish_blocking(self, end: int) -> FinishedRecording:
-        if not self._child.dead:
-            try:
-                reply = self._child.request_blocking(self.id, ("finish", self.id, end),
-                                                     self._timeout)
-                return self._result(reply)
-            except TimeoutError:
-                raise RecordingError(
-                    f"recording {self._path}: the writer process did not finish it within "
-                    f"{self._timeout:g} s") from None
-            except RecordingError:
-                pass
-        self._salvage()
-        raise self._lost()
+        if self._outcome is None:
+            reply: tuple[Any, ...] | None = None
+            if not self._child.dead:
+                message = ("finish", self.id, end)
+                with contextlib.suppress(RecordingError):
+                    reply = self._child.request_blocking(self.id, message, self._timeout)
+            if reply is None and self._child.dead:
+                self._salvage()
+            self._settle(reply)
+        return self._given()
 
-    def _result(self, reply: tuple[Any, ...]) -> FinishedRecording:
-        _, _, result, error = reply
-        if error is not None:
-            raise RecordingError(f"recording {self._path}: {error}") from error
-        assert isinstance(result, FinishedRecording)
-        return replace(result, dropped=self.dropped) if self.dropped else result
+    def _settle(self, reply: tuple[Any, ...] | None) -> None:
+        """What every finish of this recording returns or raises, from the child's reply
+        (None: no reply, the child died or did not answer in time)."""
+        path = self._path
+        if reply is None and self._child.dead:
+            self._outcome = RecordingError(
+                f"recording {path}: {self._child.error}; the audio written before is kept")
+        elif reply is None:
+            self._outcome = RecordingError(
+                f"recording {path}: the writer process did not finish it within "
+                f"{self._timeout:g} s")
+        else:
+            _, _, result, error = reply
+            if error is not None:
+                self._outcome = RecordingError(f"recording {path}: {error}")
+                self._outcome.__cause__ = error
+            else:
+                self._outcome = replace(result, dropped=self.dropped)
+
+    def _given(self) -> FinishedRecording:
+        if isinstance(self._outcome, RecordingError):
+            raise self._outcome
+        assert self._outcome is not None
+        return self._outcome
 
     def _salvage(self) -> None:
         """Mend the header of what the dead child left, keeping its audio."""
         with contextlib.suppress(Exception):
             repair_wav(self._path)
-
-    def _lost(self) -> RecordingError:
-        return RecordingError(f"recording {self._path}: {self._child.error}; the audio "
-                              f"written before is kept")
 
 
 # -- the child --------------------------------------------------------------------------------
