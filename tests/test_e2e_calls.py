@@ -61,6 +61,9 @@ def test_answered_call_is_bridged_recorded_and_reported(tmp_path: Path) -> None:
             part = await r.http.get(url, headers={"Range": "bytes=0-99"})
             assert part.status_code == 206 and part.content == wav.content[:100]
             assert await trunk.wait() == 0, trunk.report()
+            writer = r.server.writers.pid  # the recording was written by a child process
+            assert writer is not None
+        assert not os.path.exists(f"/proc/{writer}")  # stopping the server reaped it
         # Agent first, then the customer, with the account's caller ID in From and PAI, in
         # the trunk's number format ("plain": 10 digits).
         invites = trunk.received("INVITE")

@@ -7,6 +7,7 @@ other clock), and every file is read back with soundfile.
 
 import asyncio
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -336,3 +337,116 @@ def test_a_killed_server_leaves_its_writer_to_finish_the_files(tmp_path: Path) -
     assert len(audio) == 2.8 * RATE
     assert dominant_hz(audio[-8000:, 0]) == pytest.approx(440, abs=2)
     assert dominant_hz(audio[-8000:, 1]) == pytest.approx(1000, abs=2)
+
+
+def test_a_writer_that_cannot_start_fails_the_recording_not_the_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def test() -> None:
+        writers = ProcessWriters()
+        monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python-here"))
+        clock = Clock()
+        rec = recorder(tmp_path / "lost.wav", clock, writers)  # does not raise
+        await play(rec, clock, 2.0)
+        with pytest.raises(RecordingError, match="cannot start the recordings writer"):
+            await rec.close(START + 2.0)
+        monkeypatch.undo()
+        clock = Clock()
+        rec = recorder(tmp_path / "next.wav", clock, writers)  # started this time
+        await play(rec, clock, 1.0)
+        assert (await rec.close(START + 1.0)).packets == 100
+        await writers.aclose()
+
+    in_loop(test)
+
+
+def test_an_exit_the_loop_has_not_read_yet_gets_a_new_writer(tmp_path: Path) -> None:
+    async def test() -> None:
+        writers = ProcessWriters()
+        first = recorder(tmp_path / "first.wav", Clock(), writers)
+        pid = writers.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        await asyncio.to_thread(lambda: os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT))
+        clock = Clock()
+        rec = recorder(tmp_path / "second.wav", clock, writers)  # before the loop saw EOF
+        assert writers.pid not in (None, pid)
+        await play(rec, clock, 1.0)
+        assert (await rec.close(START + 1.0)).packets == 100
+        with pytest.raises(RecordingError, match="exit"):
+            await first.close(START + 1.0)
+        await writers.aclose()
+
+    in_loop(test)
+
+
+def test_close_now_during_close_waits_for_the_same_answer(tmp_path: Path) -> None:
+    async def test() -> None:
+        writers = ProcessWriters()
+        clock = Clock()
+        rec = recorder(tmp_path / "twice.wav", clock, writers)
+        await play(rec, clock, 2.0)
+        closing = asyncio.ensure_future(rec.close(START + 2.0))
+        await asyncio.sleep(0)  # the finish is sent, its reply not read
+        now = rec.close_now()
+        assert (now.duration, now.packets) == (2.0, 200)
+        assert await closing == now
+        await writers.aclose()
+
+    in_loop(test)
+
+
+def test_close_now_after_the_loop_has_closed(tmp_path: Path) -> None:
+    path = tmp_path / "late.wav"
+    clock = Clock()
+    writers = ProcessWriters(send_buffer=64 * 1024)
+
+    async def call() -> Recorder:
+        rec = recorder(path, clock, writers)
+        for arrival, leg, data, codec in call_audio(20.0):  # no flush: one 700 KB batch
+            rec.on_audio(leg, data, codec, arrival)
+        return rec
+
+    rec = asyncio.run(call())
+    result = rec.close_now(START + 20.0)  # no loop: the frame goes out blocking
+    assert (result.duration, result.packets) == (20.0, 2000)
+    pid = writers.pid
+    assert pid is not None
+    writers.close()
+    assert gone(pid)
+
+
+def test_close_now_with_the_socket_above_fd_1024(tmp_path: Path) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 1200:
+        pytest.skip("the hard open-file limit is under 1200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    fillers = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        async def test() -> None:
+            writers = ProcessWriters()
+            clock = Clock()
+            rec = recorder(tmp_path / "high.wav", clock, writers)
+            await play(rec, clock, 1.0)
+            assert (rec.close_now(START + 1.0)).packets == 100
+            await writers.aclose()
+
+        in_loop(test)
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_recordings_opened_after_aclose_fail_without_a_writer(tmp_path: Path) -> None:
+    async def test() -> None:
+        writers = ProcessWriters()
+        rec = recorder(tmp_path / "before.wav", Clock(), writers)
+        assert (await rec.close(START + 1.0)).duration == 1.0
+        await writers.aclose()
+        rec = recorder(tmp_path / "after.wav", Clock(), writers)
+        assert writers.pid is None
+        with pytest.raises(RecordingError, match="server is stopping"):
+            await rec.close(START + 1.0)
+
+    in_loop(test)

@@ -154,8 +154,14 @@ class Server:
         return checks
 
     async def stop(self) -> None:
+        try:
+            await self._stop_services()
+        finally:  # the recordings writer is a process: never leave it behind
+            await self.writers.aclose()
+
+    async def _stop_services(self) -> None:
         if self.calls is not None:
-            await self.calls.drain()
+            await self.calls.drain()  # recordings close within ProcessWriters.finish_timeout
         if self._http is not None and self._http_task is not None:
             self._http.should_exit = True
             with contextlib.suppress(Exception):
@@ -170,7 +176,6 @@ class Server:
             await self.store.close()
         if self._http_socket is not None:
             self._http_socket.close()
-        await self.writers.aclose()
 
 
 def _bind_tcp(host: str, port: int) -> socket.socket:

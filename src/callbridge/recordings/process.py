@@ -28,10 +28,11 @@ The rules that keep calls and recordings safe:
 - **A finish is bounded.** A child that does not answer within ``finish_timeout`` fails that
   recording, so a call always ends and its callback is always sent.
 - **A parent that dies loses at most the last second.** The child sees EOF, finishes every
-  recording it holds up to the last flush, and exits. Only that ends it: it runs in a session
-  of its own (a Ctrl-C in the terminal reaches the server alone) and ignores SIGINT and
-  SIGTERM (systemd sends SIGTERM to every process of the service at once), so the server
-  finishes its calls and recordings before the writer goes.
+  recording it holds up to the last flush, and exits. Only that ends it: it runs in a
+  process group of its own (a Ctrl-C in the terminal reaches the server alone) and ignores
+  SIGINT and SIGTERM (systemd sends SIGTERM to every process of the service at once), so the
+  server finishes its calls and recordings before the writer goes. It stays in the server's
+  session, and so in its scheduling autogroup, where its lower priority counts.
 """
 
 import asyncio
@@ -39,7 +40,7 @@ import contextlib
 import logging
 import os
 import pickle
-import select
+import selectors
 import signal
 import socket
 import struct
@@ -102,7 +103,7 @@ class ProcessWriters:
     """`Writers` in a child process (see the module's notes). Use it from one event loop;
     `aclose` it when the server stops, after every recording has closed."""
 
-    def __init__(self, *, backlog_limit: int = 64 << 20, finish_timeout: float = 30.0,
+    def __init__(self, *, backlog_limit: int = 64 << 20, finish_timeout: float = 5.0,
                  send_buffer: int = 4 << 20) -> None:
         self.backlog_limit = backlog_limit
         #: The socket's send buffer (the kernel caps it): 4 MiB is a second of 400 calls.
@@ -110,12 +111,13 @@ class ProcessWriters:
         self.finish_timeout = finish_timeout
         self._child: _Child | None = None
         self._next_id = 0
+        self._closed = False
 
     @property
     def pid(self) -> int | None:
         """The running child's process id, if one runs."""
         child = self._child
-        return None if child is None or child.dead else child.process.pid
+        return None if child is None or child.dead else child.pid
 
     @property
     def backlog(self) -> int:
@@ -124,47 +126,50 @@ class ProcessWriters:
         return 0 if child is None else child.queued
 
     def open(self, path: Path, start: float, jitter: int) -> "_ProcessLink":
-        child = self._child
-        if child is None or child.dead:
-            child = self._child = _Child(asyncio.get_running_loop(), self.backlog_limit,
-                                         self.send_buffer)
+        """A link to the running child, started (again) if it is not running. Never raises:
+        a child that cannot start fails this recording, not the call."""
         self._next_id += 1
-        link = _ProcessLink(child, self._next_id, path, self.finish_timeout)
-        child.send(("open", link.id, str(path), start, jitter))
-        return link
+        message = ("open", self._next_id, str(path), start, jitter)
+        for _ in range(2):  # a child that died unnoticed is replaced once
+            child = self._running()
+            if child.send(message):
+                break
+        return _ProcessLink(child, self._next_id, path, self.finish_timeout)
+
+    def _running(self) -> "_Child":
+        child = self._child
+        if child is not None and not child.dead:
+            child.check()  # an exit whose EOF the loop has not read yet
+        if self._closed:
+            return _Child.failed("the recordings writer was closed (the server is stopping)")
+        if child is None or child.dead:
+            child = self._child = _Child.start(asyncio.get_running_loop(), self.backlog_limit,
+                                               self.send_buffer)
+        return child
 
     async def aclose(self) -> None:
-        """Let the child finish what it holds and exit; kill it if it has not within 10 s."""
-        child, self._child = self._child, None
-        if child is not None:
-            await child.aclose()
+        """Let the child finish what it holds and exit; kill it if it has not within 10 s.
+        Recordings opened later fail."""
+        self._closed = True
+        if self._child is not None:
+            await self._child.aclose()
+
+    def close(self) -> None:
+        """`aclose`, blocking the caller: once no loop runs (or on its thread, holding it)."""
+        self._closed = True
+        if self._child is not None:
+            self._child.close_blocking()
 
 
 class _Child:
     """One writer process and the parent's end of its socket."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, backlog_limit: int,
-                 send_buffer: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop | None, backlog_limit: int) -> None:
         self._loop = loop
         #: Bytes queued past which batches are dropped.
         self.limit = backlog_limit
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            env = dict(os.environ)
-            source = str(Path(__file__).resolve().parents[2])  # the directory holding callbridge
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "callbridge.recordings.process", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env,
-                start_new_session=True)  # a Ctrl-C in the terminal is not for it
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
-        ours.setblocking(False)
-        self._sock = ours
+        self.process: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None
         self._frames = _Frames()
         self._out: deque[memoryview] = deque()
         self.queued = 0
@@ -172,20 +177,64 @@ class _Child:
         #: Replies by recording id, and the finishes waiting for theirs.
         self._replies: dict[int, tuple[Any, ...]] = {}
         self._waiting: dict[int, asyncio.Future[tuple[Any, ...]]] = {}
+        #: Recordings whose finish timed out: a late reply is dropped.
+        self._abandoned: set[int] = set()
         #: Why the child is gone; None while it runs.
         self.error: str | None = None
         self._closing = False
-        loop.add_reader(ours, self._readable)
+
+    @classmethod
+    def start(cls, loop: asyncio.AbstractEventLoop, backlog_limit: int,
+              send_buffer: int) -> "_Child":
+        """A running child; or, if it cannot be started, one that failed saying why."""
+        child = cls(loop, backlog_limit)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            env = dict(os.environ)
+            source = str(Path(__file__).resolve().parents[2])  # the directory holding callbridge
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
+            child.process = subprocess.Popen(
+                [sys.executable, "-m", "callbridge.recordings.process", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env,
+                process_group=0)  # a Ctrl-C in the terminal is not for it
+        except (OSError, subprocess.SubprocessError) as exc:
+            ours.close()
+            log.error("cannot start the recordings writer: %s", exc)
+            child.error = f"cannot start the recordings writer: {exc}"
+            return child
+        finally:
+            theirs.close()
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+        ours.setblocking(False)
+        child._sock = ours
+        loop.add_reader(ours, child._readable)
+        return child
+
+    @classmethod
+    def failed(cls, reason: str) -> "_Child":
+        child = cls(None, 0)
+        child.error = reason
+        return child
 
     @property
     def dead(self) -> bool:
         return self.error is not None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    def check(self) -> None:
+        """Notice now a child that has exited."""
+        if self.process is not None and self.process.poll() is not None:
+            self._lost("the recordings writer process exited")
 
     def send(self, message: tuple[Any, ...], *, droppable: bool = False) -> bool:
         """Queue ``message``; False if it was not sent (child gone, or a droppable message
         past the backlog limit)."""
         if self.dead or (droppable and self.queued > self.limit):
             return False
+        assert self._sock is not None
         frame = _frame(message)
         if self._out:
             pending = memoryview(frame)
@@ -199,7 +248,8 @@ class _Child:
                 return False
             if sent == len(frame):
                 return True
-            self._loop.add_writer(self._sock, self._writable)
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.add_writer(self._sock, self._writable)
             pending = memoryview(frame)[sent:]
         self._out.append(pending)
         self.queued += len(pending)
@@ -209,37 +259,57 @@ class _Child:
                       timeout: float) -> tuple[Any, ...] | None:
         """Send ``message`` and wait for recording ``rid``'s reply; None if none came within
         ``timeout``. Raises RecordingError if the child dies first."""
-        waiter = self._loop.create_future()
+        assert self._loop is not None
+        waiter: asyncio.Future[tuple[Any, ...]] = self._loop.create_future()
         self._waiting[rid] = waiter
         self.send(message)
         self._deliver()
         try:
             return await asyncio.wait_for(asyncio.shield(waiter), timeout)
         except TimeoutError:
+            if waiter.done() and waiter.exception() is None:  # came as the time ran out
+                return waiter.result()
+            self._abandoned.add(rid)
             return None
         finally:
             self._waiting.pop(rid, None)
 
     def request_blocking(self, rid: int, message: tuple[Any, ...],
                          timeout: float) -> tuple[Any, ...] | None:
-        """`request` blocking the caller, which must be the loop's thread (or no loop runs)."""
-        self.send(message)
+        """`request`, blocking the caller: on the loop's thread while the loop is held, or
+        once no loop runs. A request for ``rid`` already in flight is waited for, not sent
+        again."""
+        waiter = self._waiting.get(rid)
+        if waiter is None:
+            self.send(message)
         deadline = time.monotonic() + timeout
-        while rid not in self._replies:
-            if self.dead:
-                raise RecordingError(self.error)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            writers = [self._sock] if self._out else []
-            readable, writable, _ = select.select([self._sock], writers, [], remaining)
-            if writable:
-                self._writable()
-            if readable:
-                self._readable()
-        return self._replies.pop(rid)
+        with selectors.DefaultSelector() as selector:  # any fd number, unlike select()
+            while True:
+                if waiter is not None and waiter.done():
+                    if waiter.exception() is not None:
+                        raise RecordingError(self.error or "the recordings writer failed")
+                    return waiter.result()
+                if waiter is None and rid in self._replies:
+                    return self._replies.pop(rid)
+                if self.dead:
+                    raise RecordingError(self.error)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._abandoned.add(rid)
+                    return None
+                assert self._sock is not None
+                events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self._out else 0)
+                selector.register(self._sock, events)
+                ready = selector.select(remaining)
+                selector.unregister(self._sock)
+                for _, mask in ready:
+                    if mask & selectors.EVENT_WRITE:
+                        self._writable()
+                    if mask & selectors.EVENT_READ and not self.dead:
+                        self._readable()
 
     def _writable(self) -> None:
+        assert self._sock is not None
         while self._out:
             head = self._out[0]
             try:
@@ -254,11 +324,13 @@ class _Child:
                 self._out[0] = head[sent:]
                 return
             self._out.popleft()
-        self._loop.remove_writer(self._sock)
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_writer(self._sock)
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
 
     def _readable(self) -> None:
+        assert self._sock is not None
         try:
             data = self._sock.recv(_RECV_SIZE)
         except BlockingIOError:
@@ -267,13 +339,14 @@ class _Child:
             self._lost(_why(exc))
             return
         if not data:
-            if self._closing:
-                self._detach("the recordings writer was closed")
-            else:
-                self._lost("the recordings writer process exited")
+            self._lost("the recordings writer process exited")
             return
         for message in self._frames.feed(data):
-            self._replies[message[1]] = message
+            rid = message[1]
+            if rid in self._abandoned:
+                self._abandoned.discard(rid)
+            else:
+                self._replies[rid] = message
         self._deliver()
 
     def _deliver(self) -> None:
@@ -286,19 +359,29 @@ class _Child:
         """The child is gone (or its socket broke): fail everything waiting on it."""
         if self.dead:
             return
+        if self._closing:  # its orderly exit
+            self._detach("the recordings writer was closed")
+            return
+        assert self.process is not None
         code = self.process.poll()
         if code is not None:  # whatever the socket said, this is why
             reason = f"the recordings writer process exited (exit status {code})"
         log.error("%s: its open recordings fail and keep the audio written so far", reason)
         self._detach(reason)
-        if code is None:  # exiting right now: reap it off the loop
-            self._loop.run_in_executor(None, self.process.wait)
+        if code is None:  # exiting right now: reap it
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.run_in_executor(None, self.process.wait)
+            else:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(1.0)
 
     def _detach(self, reason: str) -> None:
         self.error = reason
-        self._loop.remove_reader(self._sock)
-        self._loop.remove_writer(self._sock)
-        self._sock.close()
+        if self._sock is not None:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(self._sock)
+                self._loop.remove_writer(self._sock)
+            self._sock.close()
         self._out.clear()
         self.queued = 0
         for waiter in self._waiting.values():
@@ -310,12 +393,18 @@ class _Child:
 
     async def aclose(self) -> None:
         self._closing = True
+        if self.process is None:
+            return
         if not self.dead:
+            assert self._loop is not None and self._sock is not None
             if self._out:
                 self._drained = self._loop.create_future()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._drained, _EXIT_TIMEOUT)
             if not self.dead:
+                self._loop.remove_writer(self._sock)  # what is still queued stays unsent
+                self._out.clear()
+                self.queued = 0
                 with contextlib.suppress(OSError):
                     self._sock.shutdown(socket.SHUT_WR)  # EOF: finish up and exit
         try:
@@ -324,6 +413,30 @@ class _Child:
             log.error("the recordings writer did not exit within %.0f s: killed", _EXIT_TIMEOUT)
             self.process.kill()
             await asyncio.to_thread(self.process.wait)
+        if not self.dead:
+            self._detach("the recordings writer was closed")
+
+    def close_blocking(self) -> None:
+        self._closing = True
+        if self.process is None:
+            return
+        if not self.dead:
+            assert self._sock is not None
+            deadline = time.monotonic() + _EXIT_TIMEOUT
+            with selectors.DefaultSelector() as selector:
+                selector.register(self._sock, selectors.EVENT_WRITE)
+                while self._out and not self.dead and time.monotonic() < deadline:
+                    selector.select(deadline - time.monotonic())
+                    self._writable()
+            if not self.dead:
+                with contextlib.suppress(OSError):
+                    self._sock.shutdown(socket.SHUT_WR)
+        try:
+            self.process.wait(_EXIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            log.error("the recordings writer did not exit within %.0f s: killed", _EXIT_TIMEOUT)
+            self.process.kill()
+            self.process.wait()
         if not self.dead:
             self._detach("the recordings writer was closed")
 
@@ -339,6 +452,8 @@ class _ProcessLink:
         #: Packets in batches dropped past the backlog limit.
         self.dropped = 0
         self._outcome: FinishedRecording | RecordingError | None = None
+        #: Whether a dead child left a file (repaired) behind.
+        self._kept = False
 
     def post(self, batch: Batch) -> None:
         child = self._child
@@ -379,8 +494,8 @@ class _ProcessLink:
         (None: no reply, the child died or did not answer in time)."""
         path = self._path
         if reply is None and self._child.dead:
-            self._outcome = RecordingError(
-                f"recording {path}: {self._child.error}; the audio written before is kept")
+            kept = "; the audio written before is kept" if self._kept else ""
+            self._outcome = RecordingError(f"recording {path}: {self._child.error}{kept}")
         elif reply is None:
             self._outcome = RecordingError(
                 f"recording {path}: the writer process did not finish it within "
@@ -403,6 +518,7 @@ class _ProcessLink:
         """Mend the header of what the dead child left, keeping its audio."""
         with contextlib.suppress(Exception):
             repair_wav(self._path)
+            self._kept = True
 
 
 # -- the child --------------------------------------------------------------------------------
@@ -443,13 +559,18 @@ def serve(sock: socket.socket) -> None:
                 writer.drain()
                 if batch.horizon is not None:
                     horizons[rid] = max(horizons[rid], batch.horizon)
-            elif kind == "finish" and rid in writers:
-                writer = writers.pop(rid)
-                horizons.pop(rid)
-                try:
-                    reply: tuple[Any, ...] = ("done", rid, writer.finish(message[2]), None)
-                except RecordingError as exc:
-                    reply = ("done", rid, None, _portable(exc.__cause__ or exc))
+            elif kind == "finish":
+                reply: tuple[Any, ...]
+                if rid not in writers:  # finished already: say so rather than nothing
+                    unknown = LookupError(f"recording {rid} is not open in the writer")
+                    reply = ("done", rid, None, unknown)
+                else:
+                    writer = writers.pop(rid)
+                    horizons.pop(rid)
+                    try:
+                        reply = ("done", rid, writer.finish(message[2]), None)
+                    except RecordingError as exc:
+                        reply = ("done", rid, None, _portable(exc.__cause__ or exc))
                 with contextlib.suppress(OSError):
                     sock.sendall(_frame(reply))
     for rid, writer in writers.items():
