@@ -82,6 +82,8 @@ GEN_SOCKETS = 16
 RTP_PORTS = (20000, 32766)
 #: Seconds a helper process may take to answer a line before the run is abandoned.
 ANSWER_TIMEOUT = 10.0
+#: With --pin: the forwarder under test on one CPU, its load generator (and writer) on another.
+FORWARDER_CPU, OTHER_CPU = 0, 1
 _STAMP = struct.Struct("!QI")  # send time in ns, destination leg index
 _HEADER = struct.Struct("!BBHII")
 _BENCH = Path(__file__).resolve().parent
@@ -126,6 +128,11 @@ class Generator(Protocol):
 
     async def result(self) -> Generated: ...
 
+    @property
+    def pid(self) -> int:
+        """The generator's process."""
+        ...
+
 
 class CGenerator:
     """``rtpgen.c`` in a child process, talking one line at a time over its stdin/stdout."""
@@ -138,6 +145,11 @@ class CGenerator:
         args = [str(self._warmup), str(self._seconds), str(GEN_SOCKETS), *map(str, relay_ports)]
         self._proc = await _spawn(self._binary, args)
         return [int(p) for p in (await _read_line(self._proc, "ports"))[1:]]
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
 
     async def go(self) -> float:
         assert self._proc is not None and self._proc.stdin is not None
@@ -177,6 +189,11 @@ class PyGenerator:
         self._process.start()
         ports: list[int] = await _receive(self._conn)
         return ports
+
+    @property
+    def pid(self) -> int:
+        pid: int = self._process.pid
+        return pid
 
     async def go(self) -> float:
         assert self._conn is not None
@@ -327,10 +344,15 @@ class PythonRelay:
         for i, leg in enumerate(self.legs):
             leg.set_media(LegMedia(HOST, gen_ports[i % len(gen_ports)], 0, "PCMU"))
 
+    @property
+    def writer_pid(self) -> int | None:
+        """The recordings writer process, if one runs."""
+        return self._writers.pid if isinstance(self._writers, ProcessWriters) else None
+
     async def sample(self) -> Sample:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         cpu = usage.ru_utime + usage.ru_stime
-        pid = self._writers.pid if isinstance(self._writers, ProcessWriters) else None
+        pid = self.writer_pid
         writer_cpu = None if pid is None else _process_cpu(pid)
         passes = reactor.reactor_for(self._loop)
         if isinstance(passes, reactor.EpollReactor):
@@ -415,6 +437,12 @@ async def run_load(calls: int, kind: str, args: argparse.Namespace,
         generator = PyGenerator(args.warmup, args.seconds)
     try:
         await forwarder.set_remotes(await generator.start(forwarder.ports))
+        if args.pin:  # the forwarder has core 0 (inherited); the rest share core 1
+            helpers = [generator.pid]
+            if isinstance(forwarder, PythonRelay) and forwarder.writer_pid is not None:
+                helpers.append(forwarder.writer_pid)
+            for pid in helpers:
+                os.sched_setaffinity(pid, {OTHER_CPU})
         start = await generator.go()
         await asyncio.sleep(max(start + args.warmup - time.monotonic(), 0))
         before = await forwarder.sample()
@@ -653,6 +681,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--python-generator", action="store_true", help="the Python load generator, not rtpgen.c"
     )
     parser.add_argument(
+        "--pin", action="store_true",
+        help="forwarder on CPU 0, load generator and recordings writer on CPU 1, as on a "
+             "server whose load comes from elsewhere",
+    )
+    parser.add_argument(
         "--thread-writers", action="store_true",
         help="recordings written on threads of the relay's process, not in a writer process",
     )
@@ -672,6 +705,9 @@ def run(argv: list[str]) -> None:
         print("WARNING: load average above 1.0: other work shares the cores, figures unreliable")
     if args.nice:
         renice()
+    if args.pin:
+        os.sched_setaffinity(0, {FORWARDER_CPU})  # what this process starts inherits it
+        print(f"pinned: forwarder on CPU {FORWARDER_CPU}, the rest on CPU {OTHER_CPU}")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
     with tempfile.TemporaryDirectory(prefix="callbridge-bench-c-") as folder:

@@ -11,7 +11,8 @@ The parent side, `ProcessWriters`, lives on the event loop. On the first `open` 
 message either way is a 4-byte big-endian length and a pickle (the child is our own code,
 started by us):
 
-- parent to child: ``("open", id, path, start, jitter)``, ``("post", id, batch)``,
+- parent to child: ``("open", id, path, start, jitter)``, ``("post", id, horizon,
+  segments)`` (a `Batch`, its `Packed` segments as plain tuples: builtins pickle fastest),
   ``("finish", id, end)``;
 - child to parent: ``("done", id, FinishedRecording | None, error | None)``.
 
@@ -52,7 +53,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
-from callbridge.recordings.recorder import Batch, FinishedRecording, RecordingError, Writer
+from callbridge.recordings.recorder import (
+    Batch,
+    FinishedRecording,
+    Packed,
+    RecordingError,
+    Writer,
+)
 from callbridge.recordings.repair import repair_wav
 
 __all__ = ["ProcessWriters", "main"]
@@ -457,13 +464,14 @@ class _ProcessLink:
 
     def post(self, batch: Batch) -> None:
         child = self._child
-        if child.send(("post", self.id, batch), droppable=True) or child.dead:
+        message = ("post", self.id, batch.horizon, [tuple(s) for s in batch.segments])
+        if child.send(message, droppable=True) or child.dead:
             return  # sent, or lost with the child: finish reports it
         if not self.dropped:
             log.warning("recording %s: the writer process is behind by over %d MiB; dropping "
                         "audio (silence in the file) until it catches up", self._path.name,
                         child.limit >> 20)
-        self.dropped += sum(len(segment.sizes) for segment in batch.segments)
+        self.dropped += sum(segment.packets for segment in batch.segments)
 
     async def finish(self, end: int) -> FinishedRecording:
         if self._outcome is None:
@@ -553,7 +561,7 @@ def serve(sock: socket.socket) -> None:
                 writers[rid] = Writer(Path(path), start, jitter)
                 horizons[rid] = 0
             elif kind == "post" and rid in writers:
-                batch: Batch = message[2]
+                batch = Batch([Packed(*segment) for segment in message[3]], message[2])
                 writer = writers[rid]
                 writer.post(batch)
                 writer.drain()
