@@ -271,7 +271,7 @@ def test_a_write_error_comes_back_with_its_cause(tmp_path: Path) -> None:
     in_loop(test)
 
 
-def test_ctrl_c_does_not_end_the_writer_and_aclose_does(tmp_path: Path) -> None:
+def test_an_idle_priority_writer_ctrl_c_does_not_end_and_aclose_does(tmp_path: Path) -> None:
     async def test() -> None:
         writers = ProcessWriters()
         clock = Clock()
@@ -280,6 +280,8 @@ def test_ctrl_c_does_not_end_the_writer_and_aclose_does(tmp_path: Path) -> None:
         assert pid is not None
         assert os.getpgid(pid) != os.getpgid(0)  # a Ctrl-C in the terminal goes elsewhere
         await until(lambda: ignores(pid, signal.SIGINT, signal.SIGTERM), "the writer set up")
+        # Set up before the signals: it never preempts the relay for a core.
+        assert os.sched_getscheduler(pid) == os.SCHED_IDLE
         os.kill(pid, signal.SIGINT)
         os.kill(pid, signal.SIGTERM)  # systemd's stop, sent to the whole service
         await play(rec, clock, 2.0)

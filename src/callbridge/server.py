@@ -161,7 +161,8 @@ class Server:
 
     async def _stop_services(self) -> None:
         if self.calls is not None:
-            await self.calls.drain()  # recordings close within ProcessWriters.finish_timeout
+            # Each call ends with its recording, which may take finish_timeout.
+            await self.calls.drain(timeout=self.writers.finish_timeout + 10)
         if self._http is not None and self._http_task is not None:
             self._http.should_exit = True
             with contextlib.suppress(Exception):
