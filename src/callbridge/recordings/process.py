@@ -3,8 +3,8 @@
 Why a process: a `Writer` on a thread of the server costs the relay far more than its own
 work. Each of the relay loop's syscalls hands the GIL over, and the writer's numpy and file
 work then holds it. Measured with ``bench/relay.py --nice`` on a 2-core machine, 400 recorded
-two-party calls: writers on threads 98% CPU and a p99 of 162 ms; writers in this process
-~60% and under 2 ms.
+two-party calls: writers on threads, the relay at 98% CPU with a p99 of 162 ms; writers in
+this process, 69% and 1.7 ms (medians), the writer taking 23% of the other core.
 
 The parent side, `ProcessWriters`, lives on the event loop. On the first `open` it starts
 ``python -m callbridge.recordings.process FD`` with one end of an AF_UNIX socket pair. Each
