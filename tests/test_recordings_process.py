@@ -13,8 +13,9 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,18 @@ def ignores(pid: int, *signals: signal.Signals) -> bool:
     return all(mask >> (number - 1) & 1 for number in signals)
 
 
+@contextmanager
+def stopped(writers: ProcessWriters) -> Iterator[None]:
+    """The writer process stopped (SIGSTOP) for the block, as if stalled on its disk."""
+    pid = writers.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 def in_loop(test: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(test(), 60))
 
@@ -184,18 +197,13 @@ def test_a_stalled_writer_never_holds_up_the_loop(tmp_path: Path) -> None:
         clock = Clock()
         path = tmp_path / "stalled.wav"
         rec = recorder(path, clock, writers)
-        pid = writers.pid
-        assert pid is not None
-        os.kill(pid, signal.SIGSTOP)
-        try:
+        with stopped(writers):
             # 30 s of call against a stopped writer: the socket fills, then the backlog, then
             # batches are dropped. Were a send to block, this would hang the loop (and the
             # test's timeout would say so).
             await play(rec, clock, 30.0)
             with pytest.raises(RecordingError, match=r"did not finish it within 0\.5 s"):
                 await rec.close(START + 30.0)
-        finally:
-            os.kill(pid, signal.SIGCONT)
 
         # The writer gets back to work.
         await until(lambda: writers.backlog == 0, "the backlog sent")
@@ -216,13 +224,8 @@ def test_dropped_batches_are_counted_and_leave_silence(tmp_path: Path) -> None:
         clock = Clock()
         path = tmp_path / "gappy.wav"
         rec = recorder(path, clock, writers)
-        pid = writers.pid
-        assert pid is not None
-        os.kill(pid, signal.SIGSTOP)
-        try:
+        with stopped(writers):
             await play(rec, clock, 30.0)
-        finally:
-            os.kill(pid, signal.SIGCONT)
         result = await rec.close(START + 30.0)
         await writers.aclose()
 
