@@ -8,6 +8,7 @@ other clock), and every file is read back with soundfile.
 import asyncio
 import os
 import resource
+import select
 import signal
 import subprocess
 import sys
@@ -324,6 +325,8 @@ def test_a_killed_server_leaves_its_writer_to_finish_the_files(tmp_path: Path) -
     ) as server:
         try:
             assert server.stdout is not None
+            ready, _, _ = select.select([server.stdout], [], [], 30)
+            assert ready, "the server never reported its writer"
             writer = int(server.stdout.readline())
             deadline = time.monotonic() + 10
             while not (path.exists() and audio_frames(path) >= 2.8 * RATE):
@@ -372,7 +375,10 @@ def test_an_exit_the_loop_has_not_read_yet_gets_a_new_writer(tmp_path: Path) -> 
         pid = writers.pid
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
-        await asyncio.to_thread(lambda: os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT))
+        deadline = time.monotonic() + 10
+        while not gone(pid):  # waiting without the loop: its EOF stays unread
+            assert time.monotonic() < deadline, "the killed writer did not exit"
+            time.sleep(0.001)
         clock = Clock()
         rec = recorder(tmp_path / "second.wav", clock, writers)  # before the loop saw EOF
         assert writers.pid not in (None, pid)
@@ -388,14 +394,18 @@ def test_an_exit_the_loop_has_not_read_yet_gets_a_new_writer(tmp_path: Path) -> 
 def test_close_now_during_close_waits_for_the_same_answer(tmp_path: Path) -> None:
     async def test() -> None:
         writers = ProcessWriters()
-        clock = Clock()
-        rec = recorder(tmp_path / "twice.wav", clock, writers)
-        await play(rec, clock, 2.0)
-        closing = asyncio.ensure_future(rec.close(START + 2.0))
-        await asyncio.sleep(0)  # the finish is sent, its reply not read
-        now = rec.close_now()
-        assert (now.duration, now.packets) == (2.0, 200)
-        assert await closing == now
+        # close_now at every step of a close in flight: before its finish is sent, while it
+        # waits, once its reply is read but not yet taken.
+        for steps in range(12):
+            clock = Clock()
+            rec = recorder(tmp_path / f"twice-{steps}.wav", clock, writers)
+            await play(rec, clock, 1.0)
+            closing = asyncio.ensure_future(rec.close(START + 1.0))
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            now = rec.close_now(START + 1.0)
+            assert (now.duration, now.packets) == (1.0, 100), steps
+            assert await closing == now
         await writers.aclose()
 
     in_loop(test)

@@ -7,7 +7,7 @@ two-party calls: writers on threads, the relay at 98% CPU with a p99 of 162 ms; 
 this process, 69% and 1.7 ms (medians), the writer taking 23% of the other core.
 
 The parent side, `ProcessWriters`, lives on the event loop. On the first `open` it starts
-``python -m callbridge.recordings.process FD`` with one end of an AF_UNIX socket pair. Each
+`main` in a new Python process (`_CHILD`) with one end of an AF_UNIX socket pair. Each
 message either way is a 4-byte big-endian length and a pickle (the child is our own code,
 started by us):
 
@@ -72,6 +72,10 @@ _LENGTH: Final = struct.Struct("!I")
 _RECV_SIZE: Final = 1 << 18
 #: Where SCHED_IDLE is refused: how much lower than the server the writer runs.
 _NICE: Final = 10
+#: The child's program: SIGINT and SIGTERM ignored before the imports (numpy takes a while).
+_CHILD: Final = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                 "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                 "from callbridge.recordings.process import main; main()")
 #: How long `ProcessWriters.aclose` lets the child finish before killing it.
 _EXIT_TIMEOUT: Final = 10.0
 
@@ -203,9 +207,11 @@ class _Child:
         try:
             env = dict(os.environ)
             source = str(Path(__file__).resolve().parents[2])  # the directory holding callbridge
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
+            # After whatever is there (never ahead of the standard library), for a checkout
+            # that is not installed.
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), source]))
             child.process = subprocess.Popen(
-                [sys.executable, "-m", "callbridge.recordings.process", str(theirs.fileno())],
+                [sys.executable, "-c", _CHILD, str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env,
                 process_group=0)  # a Ctrl-C in the terminal is not for it
         except (OSError, subprocess.SubprocessError) as exc:
@@ -215,6 +221,7 @@ class _Child:
             return child
         finally:
             theirs.close()
+        _lowest_priority(child.process.pid)  # its start-up (imports) included
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
         ours.setblocking(False)
         child._sock = ours
@@ -306,7 +313,8 @@ class _Child:
                     raise RecordingError(self.error)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    self._abandoned.add(rid)
+                    if waiter is None:  # else the reply is the waiting request's
+                        self._abandoned.add(rid)
                     return None
                 assert self._sock is not None
                 events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self._out else 0)
@@ -361,9 +369,10 @@ class _Child:
         self._deliver()
 
     def _deliver(self) -> None:
-        for rid in [rid for rid in self._waiting if rid in self._replies]:
-            waiter = self._waiting.pop(rid)
-            if not waiter.done():
+        """Hand replies to their waiters, which stay in ``_waiting`` until their `request`
+        returns: a `request_blocking` for the same recording meanwhile takes the same reply."""
+        for rid, waiter in self._waiting.items():
+            if rid in self._replies and not waiter.done():
                 waiter.set_result(self._replies.pop(rid))
 
     def _lost(self, reason: str) -> None:
@@ -590,23 +599,24 @@ def serve(sock: socket.socket) -> None:
             writer.finish(horizons[rid])
 
 
-def _lowest_priority() -> None:
+def _lowest_priority(pid: int = 0) -> None:
     """Writing can wait seconds; relaying cannot wait a millisecond. SCHED_IDLE: the writer
     runs on time no one else wants and is never woken onto a core to preempt the relay. At
     400 recorded calls on 2 cores (bench/relay.py) that took the relay's p99 from 2.4 ms to
     1.6 ms. On a saturated machine it falls behind and its batches are dropped (counted),
     calls first."""
     try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):  # not Linux, or not allowed
         with contextlib.suppress(OSError):
-            os.nice(_NICE)
+            os.setpriority(os.PRIO_PROCESS, pid, os.getpriority(os.PRIO_PROCESS, 0) + _NICE)
 
 
 def main() -> None:
+    """The writer process (`_CHILD` runs it, signals already ignored; the parent has set
+    its priority): serve the socket whose descriptor is the first argument."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _lowest_priority()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     with socket.socket(fileno=int(sys.argv[1])) as sock:
