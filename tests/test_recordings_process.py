@@ -465,3 +465,30 @@ def test_recordings_opened_after_aclose_fail_without_a_writer(tmp_path: Path) ->
             await rec.close(START + 1.0)
 
     in_loop(test)
+
+
+def test_a_writer_behind_leaves_idle_priority_until_it_catches_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def test() -> None:
+        writers = ProcessWriters(send_buffer=64 * 1024)
+        clock = Clock()
+        rec = recorder(tmp_path / "behind.wav", clock, writers)
+        pid = writers.pid
+        assert pid is not None
+        assert os.sched_getscheduler(pid) == os.SCHED_IDLE
+        with stopped(writers):  # as if starved: its socket fills
+            await play(rec, clock, 10.0)
+            assert writers.backlog > 0
+            if os.geteuid() == 0:  # CAP_SYS_NICE: raised to a low ordinary priority
+                assert os.sched_getscheduler(pid) == os.SCHED_OTHER
+                assert os.getpriority(os.PRIO_PROCESS, pid) > os.getpriority(os.PRIO_PROCESS, 0)
+            else:
+                assert os.sched_getscheduler(pid) == os.SCHED_IDLE
+                assert "may not leave idle priority" in caplog.text
+        await until(lambda: writers.backlog == 0, "the backlog sent")
+        assert os.sched_getscheduler(pid) == os.SCHED_IDLE  # caught up: idle again
+        assert (await rec.close(START + 10.0)).packets == 1000
+        await writers.aclose()
+
+    in_loop(test)

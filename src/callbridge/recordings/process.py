@@ -35,7 +35,10 @@ The rules that keep calls and recordings safe:
   server finishes its calls and recordings before the writer goes.
 - **The writer never takes a core from the relay.** It runs at idle priority (SCHED_IDLE,
   see `_lowest_priority`) and stays in the server's session, and so in its scheduling
-  autogroup, where that priority counts.
+  autogroup, where that priority counts. Idle priority may starve it on a busy machine: when
+  it falls behind (its socket full, a finish slow), it runs at a low ordinary priority until
+  it has caught up. Leaving SCHED_IDLE takes CAP_SYS_NICE or RLIMIT_NICE; without them a
+  warning says so, and a writer that falls too far behind drops batches (counted).
 """
 
 import asyncio
@@ -70,8 +73,11 @@ log = logging.getLogger(__name__)
 
 _LENGTH: Final = struct.Struct("!I")
 _RECV_SIZE: Final = 1 << 18
-#: Where SCHED_IDLE is refused: how much lower than the server the writer runs.
+#: Where SCHED_IDLE is refused, or while the writer catches up: how much lower than the
+#: server it runs.
 _NICE: Final = 10
+#: Seconds a finish may wait before the writer is deemed behind.
+_PATIENCE: Final = 1.0
 #: The child's program: SIGINT and SIGTERM ignored before the imports (numpy takes a while).
 _CHILD: Final = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
                  "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
@@ -197,6 +203,11 @@ class _Child:
         #: Why the child is gone; None while it runs.
         self.error: str | None = None
         self._closing = False
+        #: At idle priority; raised (`_catch_up`) while behind, where that is allowed.
+        self._idle = False
+        self._raised = False
+        self._raise_refused = False
+        self._catch_up_timer: asyncio.TimerHandle | None = None
 
     @classmethod
     def start(cls, loop: asyncio.AbstractEventLoop, backlog_limit: int,
@@ -221,7 +232,7 @@ class _Child:
             return child
         finally:
             theirs.close()
-        _lowest_priority(child.process.pid)  # its start-up (imports) included
+        child._idle = _lowest_priority(child.process.pid)  # its start-up (imports) included
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
         ours.setblocking(False)
         child._sock = ours
@@ -269,6 +280,7 @@ class _Child:
             if self._loop is not None and not self._loop.is_closed():
                 self._loop.add_writer(self._sock, self._writable)
             pending = memoryview(frame)[sent:]
+            self._catch_up()  # the socket's buffer is full: the writer is behind
         self._out.append(pending)
         self.queued += len(pending)
         return True
@@ -282,6 +294,8 @@ class _Child:
         self._waiting[rid] = waiter
         self.send(message)
         self._deliver()
+        if not waiter.done() and self._catch_up_timer is None:
+            self._catch_up_timer = self._loop.call_later(_PATIENCE, self._catch_up)
         try:
             return await asyncio.wait_for(asyncio.shield(waiter), timeout)
         except TimeoutError:
@@ -291,6 +305,7 @@ class _Child:
             return None
         finally:
             self._waiting.pop(rid, None)
+            self._caught_up()
 
     def request_blocking(self, rid: int, message: tuple[Any, ...],
                          timeout: float) -> tuple[Any, ...] | None:
@@ -312,6 +327,8 @@ class _Child:
                 if self.dead:
                     raise RecordingError(self.error)
                 remaining = deadline - time.monotonic()
+                if timeout - remaining > _PATIENCE:  # waited a while: let it catch up
+                    self._catch_up()
                 if remaining <= 0:
                     if waiter is None:  # else the reply is the waiting request's
                         self._abandoned.add(rid)
@@ -347,6 +364,7 @@ class _Child:
             self._loop.remove_writer(self._sock)
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
+        self._caught_up()
 
     def _readable(self) -> None:
         assert self._sock is not None
@@ -367,6 +385,32 @@ class _Child:
             else:
                 self._replies[rid] = message
         self._deliver()
+
+    def _catch_up(self) -> None:
+        """The writer is behind (its socket full, or a finish slow to come): at idle priority
+        on a busy machine it may never catch up, so it runs at low priority until it has."""
+        self._catch_up_timer = None
+        if not self._idle or self._raised or self._raise_refused or self.process is None:
+            return
+        try:
+            os.sched_setscheduler(self.process.pid, os.SCHED_OTHER, os.sched_param(0))
+        except OSError as exc:
+            self._raise_refused = True
+            log.warning("the recordings writer is behind and may not leave idle priority (%s): "
+                        "give callbridge CAP_SYS_NICE (systemd: AmbientCapabilities=) or "
+                        "LimitNICE=40, or it may drop audio on a busy machine", exc)
+            return
+        _low_priority(self.process.pid)
+        self._raised = True
+        log.info("the recordings writer is behind: at low priority until it catches up")
+
+    def _caught_up(self) -> None:
+        if self._catch_up_timer is not None and not self._waiting:
+            self._catch_up_timer.cancel()
+            self._catch_up_timer = None
+        if self._raised and not self._out and not self._waiting and self.process is not None:
+            self._raised = False
+            _lowest_priority(self.process.pid)
 
     def _deliver(self) -> None:
         """Hand replies to their waiters, which stay in ``_waiting`` until their `request`
@@ -397,6 +441,9 @@ class _Child:
 
     def _detach(self, reason: str) -> None:
         self.error = reason
+        if self._catch_up_timer is not None:
+            self._catch_up_timer.cancel()
+            self._catch_up_timer = None
         if self._sock is not None:
             if self._loop is not None and not self._loop.is_closed():
                 self._loop.remove_reader(self._sock)
@@ -599,17 +646,26 @@ def serve(sock: socket.socket) -> None:
             writer.finish(horizons[rid])
 
 
-def _lowest_priority(pid: int = 0) -> None:
+def _lowest_priority(pid: int) -> bool:
     """Writing can wait seconds; relaying cannot wait a millisecond. SCHED_IDLE: the writer
     runs on time no one else wants and is never woken onto a core to preempt the relay. At
     400 recorded calls on 2 cores (bench/relay.py) that took the relay's p99 from 2.4 ms to
-    1.6 ms. On a saturated machine it falls behind and its batches are dropped (counted),
-    calls first."""
+    1.6 ms. True if set; else (not Linux, not allowed) the writer runs 10 nice levels down.
+    """
     try:
         os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):  # not Linux, or not allowed
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, pid, os.getpriority(os.PRIO_PROCESS, 0) + _NICE)
+        return True
+    except (AttributeError, OSError):
+        _low_priority(pid)
+        return False
+
+
+def _low_priority(pid: int) -> None:
+    """The ordinary policy, 10 nice levels below the server."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(pid, os.SCHED_OTHER, os.sched_param(0))
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, pid, min(os.getpriority(os.PRIO_PROCESS, 0) + _NICE, 19))
 
 
 def main() -> None:
