@@ -125,7 +125,8 @@ class ProcessWriters:
     def __init__(self, *, backlog_limit: int = 64 << 20, finish_timeout: float = 30.0,
                  send_buffer: int = 4 << 20) -> None:
         self.backlog_limit = backlog_limit
-        #: The socket's send buffer (the kernel caps it): 4 MiB is a second of 400 calls.
+        #: The socket's send buffer (the kernel caps it): 4 MiB holds a third of a second
+        #: of 400 calls' batches.
         self.send_buffer = send_buffer
         #: A finish waits this long: an idle-priority writer on a saturated machine is slow,
         #: not lost, and the call's callback waits for its complete recording.
@@ -222,7 +223,8 @@ class _Child:
             # that is not installed.
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), source]))
             child.process = subprocess.Popen(
-                [sys.executable, "-c", _CHILD, str(theirs.fileno())],
+                # -P: no current directory on its path to shadow a module
+                [sys.executable, "-P", "-c", _CHILD, str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env,
                 process_group=0)  # a Ctrl-C in the terminal is not for it
         except (OSError, subprocess.SubprocessError) as exc:
@@ -390,15 +392,16 @@ class _Child:
         """The writer is behind (its socket full, or a finish slow to come): at idle priority
         on a busy machine it may never catch up, so it runs at low priority until it has."""
         self._catch_up_timer = None
-        if not self._idle or self._raised or self._raise_refused or self.process is None:
+        if (not self._idle or self._raised or self._raise_refused or self.dead
+                or self.process is None):
             return
         try:
             os.sched_setscheduler(self.process.pid, os.SCHED_OTHER, os.sched_param(0))
         except OSError as exc:
             self._raise_refused = True
             log.warning("the recordings writer is behind and may not leave idle priority (%s): "
-                        "give callbridge CAP_SYS_NICE (systemd: AmbientCapabilities=) or "
-                        "LimitNICE=40, or it may drop audio on a busy machine", exc)
+                        "give callbridge CAP_SYS_NICE (systemd: AmbientCapabilities=CAP_SYS_NICE) "
+                        "or an RLIMIT_NICE of 20, or it may drop audio on a busy machine", exc)
             return
         _low_priority(self.process.pid)
         self._raised = True
@@ -408,7 +411,8 @@ class _Child:
         if self._catch_up_timer is not None and not self._waiting:
             self._catch_up_timer.cancel()
             self._catch_up_timer = None
-        if self._raised and not self._out and not self._waiting and self.process is not None:
+        if (self._raised and not self._out and not self._waiting and not self.dead
+                and self.process is not None):
             self._raised = False
             _lowest_priority(self.process.pid)
 
