@@ -22,7 +22,8 @@ import soundfile
 
 from callback_server import CallbackServer
 from callbridge.media.g711 import ulaw_decode
-from e2e_support import CALLER_ID, dominant_hz, legs_of, rig, run, seed
+from callbridge.recordings.repair import recorded_audio
+from e2e_support import CALLER_ID, bridged, dominant_hz, legs_of, rig, run, seed, wait_for_view
 from rtp_sniffer import LoopbackRtpSniffer, can_sniff
 from sipp import by_number_trunk, free_udp_port
 
@@ -79,6 +80,36 @@ def test_answered_call_is_bridged_recorded_and_reported(tmp_path: Path) -> None:
         middle = audio[int(0.3 * rate): int((talk - 0.3) * rate)]
         assert abs(dominant_hz(middle[:, 0]) - 440) < 15  # the agent, on the left
         assert abs(dominant_hz(middle[:, 1]) - 1000) < 15  # the customer, on the right
+
+    run(body)
+
+
+def test_a_writer_killed_mid_call_costs_neither_call_nor_audio_so_far(tmp_path: Path) -> None:
+    """The recordings writer process dies during the conversation: the call goes on to its
+    end, the callback comes, and it points at the audio written until then."""
+
+    async def body() -> None:
+        trunk = by_number_trunk(calls=2, variables={"hangup_ms": 4000}, recv_timeout=15)
+        async with trunk, rig(trunk, tmp_path) as r:
+            call_id = await r.place(agent_number=AGENT_440, to_number=CUSTOMER_HANGS_UP)
+            await wait_for_view(r, call_id, bridged)
+            path = tmp_path / "recordings" / f"crm_{call_id}.wav"
+            deadline = asyncio.get_running_loop().time() + 10
+            while recorded_audio(path) < 8000 * 4:  # a second on disk
+                assert asyncio.get_running_loop().time() < deadline, "nothing written"
+                await asyncio.sleep(0.05)
+            writer = r.server.writers.pid
+            assert writer is not None
+            os.kill(writer, signal.SIGKILL)
+            payload = await r.callback()
+            assert payload["call_id"] == call_id and payload["status"] == "ANSWER"
+            assert payload["hangup_source"] == "destination"  # the call ran to its end
+            assert payload["recording_url"].endswith(f"/recordings/crm_{call_id}.wav")
+            assert await trunk.wait() == 0, trunk.report()
+        audio, rate = soundfile.read(path, dtype="int16")  # repaired: a valid WAV
+        assert 1.0 <= len(audio) / rate < 4.0
+        assert abs(dominant_hz(audio[int(0.3 * rate):int(0.8 * rate), 0]) - 440) < 15
+        assert abs(dominant_hz(audio[int(0.3 * rate):int(0.8 * rate), 1]) - 1000) < 15
 
     run(body)
 

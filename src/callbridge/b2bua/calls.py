@@ -65,6 +65,7 @@ from callbridge.media.tones import TONE_PLANS, ToneGenerator, prompt_plan
 from callbridge.numbers import format_for_trunk
 from callbridge.recordings.naming import recording_name, recording_path
 from callbridge.recordings.recorder import Recorder, Writers
+from callbridge.recordings.repair import recorded_audio
 from callbridge.sip.errors import SipParseError
 from callbridge.sip.sdp import (
     MediaCapabilities,
@@ -560,9 +561,12 @@ class CallRunner:
             self.room.close()
         recording_url = None
         if self.recorder is not None:
-            with contextlib.suppress(CallbridgeError):
+            try:
                 await self.recorder.close(self.loop.time())
                 recording_url = self.service.recording_url(self.call.call_id)
+            except CallbridgeError:  # logged; what the writer wrote before failing still counts
+                if await asyncio.to_thread(recorded_audio, self.recorder.path):
+                    recording_url = self.service.recording_url(self.call.call_id)
         for endpoint in self.endpoints.values():
             with contextlib.suppress(Exception):
                 await endpoint.aclose()

@@ -35,6 +35,7 @@ __all__ = [
     "WavLayout",
     "patch_sizes",
     "read_layout",
+    "recorded_audio",
     "repair_recordings",
     "repair_wav",
 ]
@@ -142,6 +143,15 @@ def _only_chunks_follow(fd: int, layout: WavLayout, file_size: int) -> bool:
             return False
         offset += _CHUNK_HEADER.size + size + (size & 1)
     return offset == len(tail)
+
+
+def recorded_audio(path: Path) -> int:
+    """Bytes of audio ``path``'s header covers; 0 if there is no such file or no WAV."""
+    try:
+        with open(path, "rb") as wav:
+            return read_layout(wav.read(HEADER_READ_LIMIT)).data_size
+    except (OSError, WavHeaderError):
+        return 0
 
 
 def repair_recordings(directory: str | Path) -> list[Path]:
