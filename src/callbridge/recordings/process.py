@@ -535,7 +535,7 @@ class _ProcessLink:
             log.warning("recording %s: the writer process is behind by over %d MiB; dropping "
                         "audio (silence in the file) until it catches up", self._path.name,
                         child.limit >> 20)
-        self.dropped += sum(segment.packets for segment in batch.segments)
+        self.dropped += sum(segment.packet_count for segment in batch.segments)
 
     async def finish(self, end: int) -> FinishedRecording:
         if self._outcome is None:

@@ -156,7 +156,7 @@ class Packed(NamedTuple):
     arrivals: bytes
 
     @property
-    def packets(self) -> int:
+    def packet_count(self) -> int:
         """How many packets."""
         return len(self.sizes) // 2
 
@@ -255,11 +255,11 @@ class Writer:
         for segment in segments:
             table = DECODERS.get(segment.codec)
             if table is None:
-                self._counts.unsupported += segment.packets
+                self._counts.unsupported += segment.packet_count
                 continue
             arrivals = self._positions(segment.arrivals)
             self._track(segment)
-            offsets = np.zeros(segment.packets + 1, dtype=np.int64)
+            offsets = np.zeros(segment.packet_count + 1, dtype=np.int64)
             np.cumsum(np.frombuffer(segment.sizes, dtype=np.uint16), out=offsets[1:])
             work.append((segment.leg, table, memoryview(segment.data), offsets, arrivals))
         if not work:
