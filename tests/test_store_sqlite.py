@@ -11,9 +11,11 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import pytest
 
 from callbridge.errors import StorageError
+from callbridge.store.migrations import MIGRATIONS, migrate
 from callbridge.store.models import (
     Call,
     CallStatus,
@@ -24,7 +26,7 @@ from callbridge.store.models import (
     OutboxEntry,
     OutboxStatus,
 )
-from callbridge.store.sqlite import SqliteStore
+from callbridge.store.sqlite import SCHEMA, SqliteStore
 
 T0 = datetime(2024, 5, 1, 10, 0, 0, 123456, tzinfo=UTC)
 
@@ -285,6 +287,88 @@ def test_session_epochs_of_many_agents_at_once(db: Path) -> None:
         assert await store.agent_session_epochs([]) == {}
 
     run(db, body)
+
+
+def revocation_rows(db: Path) -> list[tuple[str, str]]:
+    """The revoked_sessions table as another process reads it: (session_id, expires_at)."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT session_id, expires_at FROM revoked_sessions"
+                            " ORDER BY expires_at, session_id").fetchall()  # fmt: skip
+    conn.close()
+    return rows
+
+
+def test_a_revoked_session_stays_revoked_until_its_cookie_would_expire(db: Path) -> None:
+    async def body(store: SqliteStore) -> None:
+        assert await store.revoked_sessions(["s-1", "s-2"]) == set()
+        await store.revoke_session("s-1", T0 + timedelta(hours=1), T0)
+        await store.revoke_session("s-2", T0 + timedelta(hours=12), T0)
+        await store.revoke_session("s-1", T0 + timedelta(hours=1), T0)  # twice: no error
+        assert await store.revoked_sessions(["s-1", "s-2", "s-3"]) == {"s-1", "s-2"}
+        assert await store.revoked_sessions([]) == set()
+        # A later sign-out forgets what expired by then, and nothing else.
+        await store.revoke_session("s-3", T0 + timedelta(hours=12), T0 + timedelta(hours=1))
+        assert await store.revoked_sessions(["s-1", "s-2", "s-3"]) == {"s-2", "s-3"}
+
+    run(db, body)
+    assert [row[0] for row in revocation_rows(db)] == ["s-2", "s-3"]
+    assert revocation_rows(db)[0][1] == "2024-05-01T22:00:00.123456+00:00"
+
+
+def test_a_sign_out_forgets_a_bounded_number_of_expired_revocations_oldest_first(
+    db: Path,
+) -> None:
+    async def body(store: SqliteStore) -> list[int]:
+        for n in range(700):  # more than one query's parameters, too
+            await store.revoke_session(f"old-{n:03d}", T0 + timedelta(seconds=n + 1), T0)
+        asked = [f"old-{n:03d}" for n in range(700)] + ["never"]
+        assert len(await store.revoked_sessions(asked)) == 700
+        later, left = T0 + timedelta(hours=13), []
+        for n in range(8):
+            await store.revoke_session(f"new-{n}", later + timedelta(hours=12), later)
+            left.append(len(await store.revoked_sessions(asked)))
+        return left
+
+    left = run(db, body)
+    assert left == [600, 500, 400, 300, 200, 100, 0, 0]
+    assert [row[0] for row in revocation_rows(db)] == [f"new-{n}" for n in range(8)]
+
+
+def test_a_v4_database_file_is_upgraded_in_place_keeping_its_agents(db: Path) -> None:
+    async def make_v4() -> None:
+        async with aiosqlite.connect(db, isolation_level=None) as conn:
+            await conn.execute("BEGIN IMMEDIATE")
+            await migrate(conn, T0, migrations=MIGRATIONS)  # what callbridge at v4 made
+            await conn.execute("COMMIT")
+
+    asyncio.run(make_v4())
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO accounts (id, name, callback_url, callback_secret, created_at)"
+                     " VALUES ('a1', 'acme', 'https://crm/cb', 'whsec_x', ?)", [T0.isoformat()])
+        conn.execute("INSERT INTO agents (account_id, crm_username, created_at, password_hash,"
+                     " session_epoch) VALUES ('a1', 'priya', ?, 'scrypt$kept', 'e4')",
+                     [T0.isoformat()])  # fmt: skip
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    conn.close()
+    assert [m.version for m in MIGRATIONS] == [1, 2, 3, 4] and "revoked_sessions" not in tables
+    inode = db.stat().st_ino
+
+    async def body(store: SqliteStore) -> None:
+        assert await store.agent_session_epochs([("a1", "priya")]) == {("a1", "priya"): "e4"}
+        assert await store.get_agent_password("a1", "priya") == "scrypt$kept"
+        await store.revoke_session("s-1", T0 + timedelta(hours=12), T0)
+        assert await store.revoked_sessions(["s-1"]) == {"s-1"}
+
+    run(db, body)
+    assert db.stat().st_ino == inode  # the same file, not a copy
+    with sqlite3.connect(db) as conn:
+        versions = [row[0] for row in conn.execute("SELECT version FROM schema_migrations")]
+        index = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?",
+                             ["revoked_sessions_expiry"]).fetchone()  # fmt: skip
+    conn.close()
+    assert versions == [1, 2, 3, 4, 5] == [m.version for m in SCHEMA]
+    assert "(expires_at)" in index[0]
+    run(db, body)  # opening it again applies nothing, and the revocation is still there
 
 
 # -- calls and legs ----------------------------------------------------------------------------

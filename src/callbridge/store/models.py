@@ -212,6 +212,14 @@ class Store(Protocol):
         """Record a launch token as used; False when it was used before (a replay). Tokens
         expired by ``now`` are forgotten."""
         ...
+    async def revoke_session(self, session_id: str, expires_at: datetime,
+                             now: datetime) -> None:
+        """Record a softphone session as signed out, until ``expires_at`` (its cookie's
+        expiry); a bounded number of revocations expired by ``now`` are forgotten."""
+        ...
+    async def revoked_sessions(self, session_ids: Collection[str]) -> set[str]:
+        """Which of ``session_ids`` are signed out. One query for many sessions."""
+        ...
 
     # -- calls ------------------------------------------------------------------------------
     async def create_call(self, call: Call) -> tuple[Call, bool]:

@@ -37,7 +37,7 @@ from typing import Any
 import aiosqlite
 
 from callbridge.errors import StorageError
-from callbridge.store.migrations import migrate
+from callbridge.store.migrations import MIGRATIONS, Migration, migrate
 from callbridge.store.models import (
     Account,
     Agent,
@@ -175,6 +175,25 @@ _UPSERT_LEG = (
 
 #: A fresh session epoch, made by SQLite: 64 random bits as hex.
 _NEW_EPOCH = "lower(hex(randomblob(8)))"
+#: How many expired revocations one sign-out forgets: each sign-out adds one row, so the
+#: table shrinks back to the live revocations, and no sign-out waits on a long delete.
+_PRUNE_REVOCATIONS = 100
+
+V5 = """
+-- Signing one softphone session out everywhere. Every session cookie carries a random
+-- session id; POST /softphone/signout records it here, and a cookie whose id is here is
+-- refused (its other sessions, with other ids, go on). A row is needed only until the cookie
+-- would have expired anyway, which expires_at says; sign-outs forget expired rows. Cookies
+-- made before this version carry no id: every agent signs in once more after the upgrade.
+CREATE TABLE revoked_sessions (
+    session_id  TEXT PRIMARY KEY,
+    expires_at  TEXT NOT NULL
+);
+CREATE INDEX revoked_sessions_expiry ON revoked_sessions (expires_at);
+"""
+
+#: The schema this backend reads and writes: the shared migrations, then its own.
+SCHEMA: tuple[Migration, ...] = (*MIGRATIONS, Migration(5, V5))
 
 
 async def _forget_signin_links(db: aiosqlite.Connection, account_id: str,
@@ -287,7 +306,7 @@ class SqliteStore:
 
     async def _migrate(self) -> None:
         async with self._transaction(f"migrate {self.path}") as db:
-            applied = await migrate(db, self._now())
+            applied = await migrate(db, self._now(), SCHEMA)
         if applied:
             logger.info("%s: schema migrations %s applied", self.path, applied)
 
@@ -504,6 +523,33 @@ class SqliteStore:
                 [token_id, _ts(expires_at)],
             )
             return cursor.rowcount == 1
+
+    async def revoke_session(self, session_id: str, expires_at: datetime,
+                             now: datetime) -> None:
+        async with self._transaction("revoke session") as db:
+            await db.execute(
+                "INSERT INTO revoked_sessions (session_id, expires_at) VALUES (?, ?)"
+                " ON CONFLICT (session_id) DO NOTHING",
+                [session_id, _ts(expires_at)],
+            )
+            # Oldest first, through the expiry index; SQLite's DELETE has no LIMIT unless
+            # compiled with one.
+            await db.execute(
+                "DELETE FROM revoked_sessions WHERE rowid IN (SELECT rowid FROM revoked_sessions"
+                " WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)",
+                [_ts(now), _PRUNE_REVOCATIONS],
+            )
+
+    async def revoked_sessions(self, session_ids: Collection[str]) -> set[str]:
+        ids = sorted(set(session_ids))
+        found: set[str] = set()
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start:start + _CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            sql = f"SELECT session_id FROM revoked_sessions WHERE session_id IN ({marks})"
+            rows = await self._query("revoked sessions", sql, chunk)
+            found.update(row["session_id"] for row in rows)
+        return found
 
     async def _add_pair(self, table: str, column: str, account_id: str, value: str) -> bool:
         sql = (
