@@ -149,6 +149,105 @@ def test_signout_clears_the_cookie(tmp_path: Path) -> None:
     run(tmp_path, test)
 
 
+async def session_with(client: httpx.AsyncClient, cookie: str) -> int:
+    client.cookies.clear()
+    client.cookies.set(SESSION_COOKIE, cookie)
+    status = (await client.get("/softphone/session")).status_code
+    client.cookies.clear()
+    return status
+
+
+async def sign_out_with(client: httpx.AsyncClient, cookie: str | None) -> httpx.Response:
+    client.cookies.clear()
+    if cookie is not None:
+        client.cookies.set(SESSION_COOKIE, cookie)
+    response = await client.post("/softphone/signout")
+    client.cookies.clear()
+    return response
+
+
+async def revocations(phone: Softphone) -> list[tuple[str, str]]:
+    rows = await phone.store._query("dump", "SELECT session_id, expires_at FROM revoked_sessions")
+    return [(row["session_id"], row["expires_at"]) for row in rows]
+
+
+def test_each_session_has_its_own_signed_id_and_signing_out_ends_only_it(
+    tmp_path: Path,
+) -> None:
+    async def test(phone: Softphone, client: httpx.AsyncClient) -> None:
+        cookies = []
+        for _ in range(2):
+            client.cookies.clear()
+            response = await client.post("/softphone/signin", json=CREDENTIALS)
+            cookies.append(str(response.cookies[SESSION_COOKIE]))
+        first, second = cookies
+        key = await SoftphoneAuth(phone.store, lambda: phone.now).key()
+        claims = [unseal(key, cookie) for cookie in cookies]
+        assert claims[0] is not None and claims[1] is not None
+        assert len(claims[0]["s"]) >= 16 and claims[0]["s"] != claims[1]["s"]
+
+        response = await sign_out_with(client, first)
+        assert response.status_code == 200 and "max-age=0" in set_cookie(response).lower()
+        assert await session_with(client, first) == 401  # any copy of it, anywhere
+        assert await session_with(client, second) == 200
+        # Kept until the cookie would have expired anyway (12 hours after signing in).
+        expiry = (phone.now + timedelta(hours=12)).isoformat(timespec="microseconds")
+        assert await revocations(phone) == [(claims[0]["s"], expiry)]
+
+    run(tmp_path, test)
+
+
+def test_a_signout_without_a_live_session_records_nothing(tmp_path: Path) -> None:
+    async def test(phone: Softphone, client: httpx.AsyncClient) -> None:
+        forged = seal(b"not the server secret", {"a": phone.account.id, "u": AGENT,
+                                                 "exp": 2**40, "g": "", "s": "forged"})
+        client.cookies.clear()
+        await client.post("/softphone/signin", json=CREDENTIALS)
+        expired = str(client.cookies[SESSION_COOKIE])
+        phone.now += timedelta(hours=13)
+        for cookie in (None, "junk", forged, expired):
+            response = await sign_out_with(client, cookie)
+            assert response.status_code == 200 and "max-age=0" in set_cookie(response).lower()
+        assert await revocations(phone) == []
+
+    run(tmp_path, test)
+
+
+def test_a_signout_the_database_cannot_record_is_503_and_keeps_the_cookie(
+    tmp_path: Path,
+) -> None:
+    async def test(phone: Softphone, client: httpx.AsyncClient) -> None:
+        await client.post("/softphone/signin", json=CREDENTIALS)
+        cookie = str(client.cookies[SESSION_COOKIE])
+        await phone.store.close()  # the server secret is known already; the write fails
+        response = await sign_out_with(client, cookie)
+        assert response.status_code == 503
+        assert response.json()["error_code"] == "STORAGE_UNAVAILABLE"
+        assert "set-cookie" not in response.headers  # not signed out: the page stays so
+
+    run(tmp_path, test)
+
+
+def test_sessions_from_a_signin_link_or_a_launch_token_are_signed_out_alike(
+    tmp_path: Path,
+) -> None:
+    async def test(phone: Softphone, client: httpx.AsyncClient) -> None:
+        auth = SoftphoneAuth(phone.store, lambda: phone.now)
+        link = await auth.new_signin_link(phone.account.id, AGENT, timedelta(hours=1))
+        client.cookies.clear()
+        by_link = await client.post("/softphone/signin-link", data={"token": link})
+        client.cookies.clear()
+        by_token = await client.get("/softphone/launch", params={"token": token_for(phone)})
+        cookies = [str(r.cookies[SESSION_COOKIE]) for r in (by_link, by_token)]
+        for cookie in cookies:
+            assert await session_with(client, cookie) == 200
+            assert (await sign_out_with(client, cookie)).status_code == 200
+            assert await session_with(client, cookie) == 401
+        assert len(await revocations(phone)) == 2
+
+    run(tmp_path, test)
+
+
 # -- one-time sign-in links ----------------------------------------------------------------------
 
 

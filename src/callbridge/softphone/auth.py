@@ -28,6 +28,14 @@ drops the agent, so every session made before ends at its next check; both also 
 agent's unused sign-in links (a link is a credential from before the change). The admin
 command runs in another process: an open page is closed by the presence's periodic re-check
 (:meth:`SoftphoneAuth.lapsed`, :class:`~callbridge.softphone.presence.Presence`).
+
+Signing one session out: each session has a random *session id*, signed into its cookie.
+``POST /softphone/signout`` (:meth:`SoftphoneAuth.sign_out`) records the id as revoked, kept
+until the cookie would have expired, and every check refuses a revoked id: a copy of the
+cookie (another browser, a stolen one) ends with it, while the agent's other sessions, with
+other ids, go on. A cookie without an id (made before schema v5) is no session: revoking it
+would be impossible, and refusing it costs one sign-in after the upgrade, as v4 did.
+Sign-in links and launch tokens are not sessions: each is used once and makes a new one.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ from typing import Any
 from callbridge.store.models import Account, Store
 
 __all__ = [
+    "ENDED",
     "EXPIRED",
     "LAUNCH_TOKEN_MAX_AGE",
     "REVOKED",
@@ -207,6 +216,8 @@ class Session:
     expires: int  #: unix seconds
     #: The agent's session epoch when the session began; a new password changes the agent's.
     epoch: str = ""
+    #: This session's random id, which signing out revokes (its cookie's copies with it).
+    sid: str = ""
 
     @property
     def agent(self) -> tuple[str, str]:
@@ -216,6 +227,7 @@ class Session:
 #: Why :meth:`SoftphoneAuth.lapsed` ends a session (a WebSocket close reason: <= 123 bytes).
 EXPIRED = "session expired: sign in again"
 REVOKED = "signed out: the password changed or the agent was removed"
+ENDED = "signed out: this session was ended by Sign out"
 
 
 # -- the service the routes use ------------------------------------------------------------
@@ -289,7 +301,8 @@ class SoftphoneAuth:
         return self._session(account.id, claims["crm_username"], epoch), call
 
     def _session(self, account_id: str, crm_username: str, epoch: str | None) -> Session:
-        return Session(account_id, crm_username, int(self.now()) + SESSION_SECONDS, epoch or "")
+        return Session(account_id, crm_username, int(self.now()) + SESSION_SECONDS, epoch or "",
+                       secrets.token_urlsafe(16))  # fmt: skip
 
     async def _epoch(self, account_id: str, crm_username: str) -> str | None:
         """The agent's current session epoch; None when there is no such agent."""
@@ -298,33 +311,55 @@ class SoftphoneAuth:
 
     async def cookie_value(self, session: Session) -> str:
         payload = {"a": session.account_id, "u": session.crm_username, "exp": session.expires,
-                   "g": session.epoch}  # fmt: skip
+                   "g": session.epoch, "s": session.sid}  # fmt: skip
         return seal(await self.key(), payload)
 
     async def session(self, cookie: str | None) -> Session | None:
-        """The session a cookie carries, if it is ours, unexpired, its agent exists and it
-        was made under the agent's current session epoch (no password change since)."""
+        """The session a cookie carries, if it is ours, unexpired, not signed out, its agent
+        exists and it was made under the agent's current session epoch (no password change
+        since)."""
+        session = await self._unsealed(cookie)
+        if session is None:
+            return None
+        return None if await self.lapsed([session]) else session
+
+    async def sign_out(self, cookie: str | None) -> Session | None:
+        """End the session ``cookie`` carries, wherever a copy of the cookie is; the agent's
+        other sessions go on. The session ended, or None when the cookie carries no unexpired
+        session of ours (nothing to end)."""
+        session = await self._unsealed(cookie)
+        if session is None or session.expires <= self.now():
+            return None
+        expires = datetime.fromtimestamp(session.expires, UTC)
+        await self.store.revoke_session(session.sid, expires, self.clock())
+        return session
+
+    async def _unsealed(self, cookie: str | None) -> Session | None:
+        """The session a cookie of ours carries, before any check against the store."""
         payload = unseal(await self.key(), cookie) if cookie else None
         if payload is None:
             return None
         account_id, username, expires = payload.get("a"), payload.get("u"), payload.get("exp")
-        epoch = payload.get("g")
+        epoch, sid = payload.get("g"), payload.get("s")
         if not (isinstance(account_id, str) and isinstance(username, str)
-                and isinstance(expires, int) and isinstance(epoch, str)):  # fmt: skip
-            return None
-        session = Session(account_id, username, expires, epoch)
-        return None if await self.lapsed([session]) else session
+                and isinstance(expires, int) and isinstance(epoch, str)
+                and isinstance(sid, str) and sid):  # fmt: skip
+            return None  # no sid: from before schema v5 (the module docstring says why)
+        return Session(account_id, username, expires, epoch, sid)
 
     async def lapsed(self, sessions: Collection[Session]) -> dict[Session, str]:
         """The sessions among ``sessions`` that are over, each with why (:data:`EXPIRED`,
-        :data:`REVOKED`); one store query whatever their number."""
+        :data:`REVOKED`, :data:`ENDED`); two store queries whatever their number."""
         current = await self.store.agent_session_epochs({s.agent for s in sessions})
+        ended = await self.store.revoked_sessions({s.sid for s in sessions if s.sid})
         now = self.now()
         over: dict[Session, str] = {}
         for session in sessions:
             epoch = current.get(session.agent)
             if epoch is None or epoch != session.epoch:  # the cookie is signed: no secret here
                 over[session] = REVOKED
+            elif session.sid in ended:
+                over[session] = ENDED
             elif session.expires <= now:
                 over[session] = EXPIRED
         return over

@@ -7,7 +7,7 @@
                                which also signs the agent in); the agent clicks Call
 ``GET /softphone/session``     who is signed in (the page asks; 401 when nobody)
 ``POST /softphone/signin``     ``{account, crm_username, password}``, form or JSON -> cookie
-``POST /softphone/signout``    clears the cookie
+``POST /softphone/signout``    ends this session wherever its cookie is, and clears the cookie
 ``GET|POST /softphone/signin-link``  a one-time link: GET shows a button, POST uses the token
 ``WS /softphone/ws``           signalling (:mod:`callbridge.softphone.signalling`)
 ``GET /integration-guide.html``  how a CRM signs agents in and mints launch tokens
@@ -21,6 +21,14 @@ request carries it), Secure when ``public_url`` is https, and scoped to ``/softp
 SameSite=Strict means a CRM's link that opens the page does not carry the cookie on that
 first navigation; the page therefore asks ``/softphone/session`` itself (a same-site
 request) instead of the server deciding on the navigation.
+
+Signing out ends the session, not just this browser's copy of the cookie: its id is recorded
+as revoked (:meth:`~callbridge.softphone.auth.SoftphoneAuth.sign_out`), so a copied cookie
+stops working too, and the session's open pages are closed (4401; served by this process: at
+once and without a reason, since the page that clicked is one of them; by another process:
+at its next re-check, with the reason). The agent's sessions in other browsers go on. When
+the database cannot record it the answer is 503 and the cookie is kept: a sign-out that did
+not happen is not reported as one.
 """
 
 from __future__ import annotations
@@ -191,6 +199,10 @@ class _Pages:
     async def signout(self, request: Request) -> Response:
         if not self._same_origin(request):
             return _error(403, "ORIGIN_NOT_ALLOWED", "sign out from this server's own page")
+        session = await self.auth.sign_out(request.cookies.get(SESSION_COOKIE))
+        if session is not None:
+            pages = await self.presence.end_session(session)
+            log.info("softphone %s/%s: signed out (%d pages closed)", *session.agent, pages)
         response = JSONResponse({"status": "signed out"})
         response.delete_cookie(SESSION_COOKIE, path="/softphone", secure=self.secure,
                                httponly=True, samesite="strict")  # fmt: skip

@@ -9,14 +9,16 @@ opened last is the one in front of them.
 
 A page is connected under a session (:meth:`Presence.signed_in`), and stays only while that
 session lasts. The admin command that changes an agent's password (or removes the agent) is
-another process, so nothing tells this one: while any page is open, one task re-checks every
-open page's session each ``recheck_every`` seconds, in one store query
+another process, so nothing tells this one, and neither does a sign-out of the session served
+by another process of the same install: while any page is open, one task re-checks every
+open page's session each ``recheck_every`` seconds, in two store queries
 (:meth:`~callbridge.softphone.auth.SoftphoneAuth.lapsed`), and signs out the pages whose
 session is over: an ``error`` ``SIGNED_OUT`` message with the reason, then close code 4401
 (the code a handshake without a session gets), after which the page asks
 ``/softphone/session``, is answered 401 and shows the sign-in form. A page that sends a
 message is checked then too (:mod:`callbridge.softphone.signalling`), so a revoked agent
-cannot place a call in the seconds before the next round.
+cannot place a call in the seconds before the next round. A sign-out this process serves
+closes the session's pages here at once, without a reason (:meth:`Presence.end_session`).
 
 State lives in this process only: presence is a fact about open sockets, which a restart
 closes anyway.
@@ -138,15 +140,29 @@ class Presence:
             await self.sign_out(page, reason)
         return len(doomed)
 
-    async def sign_out(self, page: Connection, reason: str) -> None:
+    async def end_session(self, session: Session) -> int:
+        """Sign out every page open under ``session`` (by its id), which was signed out in
+        this process just now; how many. Without a reason: the page whose Sign out click it
+        was is usually among them, and the agent needs no notice about their own click."""
+        doomed = [page for page, open_under in list(self._sessions.items())
+                  if open_under.sid == session.sid]  # fmt: skip
+        for page in doomed:
+            await self.sign_out(page, None)
+        return len(doomed)
+
+    async def sign_out(self, page: Connection, reason: str | None) -> None:
         """Offline at once (nothing rings a page that is going), then the page is told why
-        and closed; its handler's clean-up (hanging up its call) follows the close."""
+        (unless ``reason`` is None) and closed; its handler's clean-up (hanging up its call)
+        follows the close."""
         session = self._sessions.pop(page, None)
         if session is not None:
             self._unregister(session.agent, page)
-            log.info("softphone %s/%s: signed out: %s", *session.agent, reason)
+            log.info("softphone %s/%s: signed out: %s", *session.agent,
+                     reason or "its session was signed out here")  # fmt: skip
         try:
-            await page.send_json({"type": "error", "reason": "SIGNED_OUT", "message": reason})
+            if reason is not None:
+                await page.send_json({"type": "error", "reason": "SIGNED_OUT",
+                                      "message": reason})  # fmt: skip
             await page.close(CLOSE_SIGNED_OUT, reason)
         except Exception as exc:  # closed already: Starlette raises several kinds
             log.info("softphone: page gone before its sign-out: %s", exc)
