@@ -5,6 +5,12 @@ refused; an open page, even an idle one, is told SIGNED_OUT and closed (4401) wi
 presence's re-check interval, which ends the call ringing it; a page that sends a message is
 checked then. A sign-in link printed before the change stops working, and adding a removed
 agent again revives none of its cookies. Another agent's page is left alone.
+
+Signing out one session (POST /softphone/signout) ends it wherever its cookie was copied: the
+copy is 401 over HTTP, its handshake refused, its open pages closed (4401) at once by the
+process that served the sign-out (without a reason: the page that clicked Sign out is one of
+them) and within the re-check interval by any other (with the reason); the agent's other
+sessions go on. A cookie from before session ids is refused the same clean way.
 """
 
 from __future__ import annotations
@@ -32,9 +38,18 @@ from websockets.typing import Origin
 from api_support import FakeCalls
 from callbridge.b2bua.call import AGENT as AGENT_LEG
 from callbridge.b2bua.call import LegFailed
-from callbridge.softphone.auth import EXPIRED, REVOKED, SESSION_COOKIE, hash_password
+from callbridge.softphone.auth import (
+    ENDED,
+    EXPIRED,
+    REVOKED,
+    SESSION_COOKIE,
+    SoftphoneAuth,
+    hash_password,
+    seal,
+)
 from callbridge.softphone.leg import BrowserPhone
 from callbridge.softphone.signalling import CLOSE_UNAUTHENTICATED
+from callbridge.store.sqlite import SqliteStore
 from softphone_support import AGENT, PASSWORD, PUBLIC_URL, Softphone, make_softphone, serve_on
 
 with warnings.catch_warnings():
@@ -204,6 +219,79 @@ def test_a_session_that_expires_while_its_page_is_open_is_closed(
         assert closed.value.code == CLOSE_UNAUTHENTICATED
 
 
+# -- signing one session out, over HTTP ------------------------------------------------------
+
+
+def sign_out(client: TestClient, cookie: str) -> httpx.Response:
+    client.cookies.clear()
+    return client.post("/softphone/signout", headers={"cookie": f"{SESSION_COOKIE}={cookie}",
+                                                      "origin": PUBLIC_URL})  # fmt: skip
+
+
+async def sign_out_elsewhere(phone: Softphone, cookie: str) -> None:
+    """Sign ``cookie`` out as another process of the install would: its own connection to
+    the database file, and nothing in this process told."""
+    async with await SqliteStore.open(db(phone)) as store:
+        assert await SoftphoneAuth(store, lambda: phone.now).sign_out(cookie) is not None
+
+
+def test_signing_out_ends_that_session_in_every_browser_and_no_other(
+    client: TestClient, phone: Softphone
+) -> None:
+    laptop, desk = sign_in(client), sign_in(client)
+    copied = laptop  # the same cookie, in another browser (or a thief's)
+    response = sign_out(client, laptop)
+    assert response.status_code == 200 and "max-age=0" in response.headers["set-cookie"].lower()
+
+    assert session_status(client, copied) == 401
+    assert handshake_refused(client, copied) == CLOSE_UNAUTHENTICATED
+    assert sign_out(client, copied).status_code == 200  # again: nothing more to do
+    assert session_status(client, desk) == 200  # the agent's other session goes on
+    with client.websocket_connect("/softphone/ws", headers=ws_headers(desk)) as ws:
+        ws.send_json({"type": "hello", "version": 1})
+        assert ws.receive_json()["crm_username"] == AGENT
+    assert session_status(client, sign_in(client)) == 200  # and signing in again works
+
+
+def test_a_cookie_from_before_session_ids_is_refused_as_signed_out(
+    client: TestClient, phone: Softphone
+) -> None:
+    async def old_and_new() -> tuple[str, str]:
+        """A cookie as callbridge made it before schema v5 (everything but the session id),
+        and the same with one: only the id differs."""
+        key = await SoftphoneAuth(phone.store, lambda: phone.now).key()
+        agent = (phone.account.id, AGENT)
+        epoch = (await phone.store.agent_session_epochs([agent]))[agent]
+        claims = {"a": phone.account.id, "u": AGENT, "exp": int(phone.now.timestamp()) + 3600,
+                  "g": epoch}  # fmt: skip
+        return seal(key, claims), seal(key, {**claims, "s": "an-id"})
+
+    old, new = asyncio.run(old_and_new())
+    assert session_status(client, new) == 200
+    assert session_status(client, old) == 401  # the page shows the sign-in form
+    assert handshake_refused(client, old) == CLOSE_UNAUTHENTICATED
+    response = sign_out(client, old)
+    assert response.status_code == 200 and "max-age=0" in response.headers["set-cookie"].lower()
+
+
+def test_a_signed_out_page_that_sends_a_message_is_closed_before_it_is_served(
+    client: TestClient, phone: Softphone
+) -> None:
+    phone.presence.recheck_every = 3600  # only the message's own check can catch it
+    cookie = sign_in(client)
+    with client.websocket_connect("/softphone/ws", headers=ws_headers(cookie)) as ws:
+        ws.send_json({"type": "hello", "version": 1})
+        assert ws.receive_json()["type"] == "hello"
+        asyncio.run(sign_out_elsewhere(phone, cookie))
+        ws.send_json({"type": "call", "to_number": "9876543104", "uuid": "u-1", "sdp": "v=0"})
+        assert ws.receive_json() == {"type": "error", "reason": "SIGNED_OUT", "message": ENDED}
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+        assert (closed.value.code, closed.value.reason) == (CLOSE_UNAUTHENTICATED, ENDED)
+    calls = phone.app.state.ctx.calls
+    assert isinstance(calls, FakeCalls) and calls.started == []
+
+
 # -- open pages on a real server (uvicorn), signed out by the admin command ------------------
 
 
@@ -227,14 +315,20 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Softphone, str]]:
         await phone.store.close()
 
 
-@asynccontextmanager
-async def page(address: str, user: str = AGENT) -> AsyncIterator[ClientConnection]:
-    """A signed-in page's WebSocket, past hello."""
+async def signed_in(address: str, user: str = AGENT) -> str:
+    """A new session's cookie."""
     async with httpx.AsyncClient(base_url=f"http://{address}") as http:
         response = await http.post("/softphone/signin", json={
             "account": "acme", "crm_username": user, "password": PASSWORD})
         assert response.status_code == 200
-        cookie = response.cookies[SESSION_COOKIE]
+        return str(response.cookies[SESSION_COOKIE])
+
+
+@asynccontextmanager
+async def page(address: str, user: str = AGENT,
+               cookie: str | None = None) -> AsyncIterator[ClientConnection]:
+    """A signed-in page's WebSocket (under ``cookie``, else a new session), past hello."""
+    cookie = cookie or await signed_in(address, user)
     async with connect(f"ws://{address}/softphone/ws", origin=Origin(PUBLIC_URL),
                        additional_headers={"cookie": f"{SESSION_COOKIE}={cookie}"},
                        proxy=None) as ws:  # fmt: skip
@@ -297,5 +391,55 @@ def test_a_call_ringing_the_page_of_a_removed_agent_stops_ringing(tmp_path: Path
             failed = await asyncio.wait_for(events.get(), TIMEOUT)
             assert failed == LegFailed(AGENT_LEG, 480, "AGENT_OFFLINE")
             assert browser.legs == {}
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+# -- open pages on a real server, signed out with Sign out ---------------------------------
+
+
+def test_signing_out_closes_the_sessions_open_pages_at_once_and_no_other(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        async with served(tmp_path) as (phone, address):
+            phone.presence.recheck_every = 3600  # the sign-out itself closes them
+            mine, other_browser = await signed_in(address), await signed_in(address)
+            async with (page(address, cookie=mine) as tab, page(address, cookie=mine) as copy,
+                        page(address, cookie=other_browser) as other):  # fmt: skip
+                async with httpx.AsyncClient(base_url=f"http://{address}") as http:
+                    response = await http.post("/softphone/signout", headers={
+                        "cookie": f"{SESSION_COOKIE}={mine}", "origin": PUBLIC_URL})
+                assert response.status_code == 200
+                for ws in (tab, copy):  # closed with no message first, and no reason
+                    assert await closed_with(ws) == (CLOSE_UNAUTHENTICATED, "")
+                await other.send(json.dumps({"type": "state", "state": "idle"}))
+                assert await receive(other) == {"type": "state", "state": "idle"}
+                assert phone.presence.is_online(phone.account.id, AGENT)
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_a_sign_out_served_by_another_process_closes_the_page_within_the_recheck(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        async with served(tmp_path) as (phone, address):
+            mine, other_browser = await signed_in(address), await signed_in(address)
+            async with (page(address, cookie=mine) as ws,
+                        page(address, cookie=other_browser) as other):  # fmt: skip
+                loop = asyncio.get_running_loop()
+                await sign_out_elsewhere(phone, mine)
+                signed_out = loop.time()
+                assert await receive(ws) == {"type": "error", "reason": "SIGNED_OUT",
+                                             "message": ENDED}  # fmt: skip
+                assert await closed_with(ws) == (CLOSE_UNAUTHENTICATED, ENDED)
+                took = loop.time() - signed_out
+                assert took < RECHECK + 1.0, took
+                await other.send(json.dumps({"type": "state", "state": "idle"}))
+                assert await receive(other) == {"type": "state", "state": "idle"}
+                assert phone.presence.is_online(phone.account.id, AGENT)
+                print(f"signed out {took * 1000:.0f} ms after another process's sign-out"
+                      f" (re-check every {RECHECK * 1000:.0f} ms)")
 
     asyncio.run(asyncio.wait_for(main(), 60))

@@ -3,7 +3,8 @@
 Admission, before the socket is accepted (a refused handshake gets HTTP 403 and the close
 code below in the ASGI close, which the tests read):
 
-1. the session cookie (:mod:`callbridge.softphone.auth`) must be valid: else close 4401;
+1. the session cookie (:mod:`callbridge.softphone.auth`) must be valid (ours, unexpired, not
+   signed out, under the agent's current password): else close 4401;
 2. ``Origin`` must be ``[http] public_url``'s origin or one of the account's
    ``allow_origins``: else close 4403. Browsers send ``Origin`` on every WebSocket
    handshake and cookies ride along whatever page opened it, so this is what stops another
@@ -11,9 +12,11 @@ code below in the ASGI close, which the tests read):
 
 While the socket is open the agent is online (:mod:`callbridge.softphone.presence`), as long
 as the session lasts: a password changed or the agent removed (by the admin command, in
-another process) or the session expired signs the page out, at its next message or within
+another process), the session signed out (``POST /softphone/signout`` with any copy of its
+cookie) or the session expired signs the page out, at its next message or within
 ``Presence.recheck_every`` seconds, whichever comes first: ``error`` ``SIGNED_OUT``, then
-close 4401 with the reason.
+close 4401 with the reason. A sign-out this process serves closes the session's pages at once,
+with 4401 alone (the page that clicked Sign out needs no reason).
 
 Every message is an object with a ``type``. Page to server:
 
