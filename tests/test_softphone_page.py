@@ -171,6 +171,26 @@ def test_a_page_signed_out_by_a_password_change_says_why_on_the_signin_form(
     asyncio.run(asyncio.wait_for(main(), 90))
 
 
+def test_a_sign_out_the_server_could_not_record_says_so_and_stays_signed_in(
+        tmp_path: Path) -> None:
+    """The server answers 503 when it cannot record the sign-out (its database down; shown
+    over HTTP in test_softphone_revocation.py): the page must not look signed out."""
+
+    async def main() -> None:
+        async with served(tmp_path) as s, chromium(MICROPHONE_HZ) as context:
+            page = await context.new_page()
+            await sign_in(page, s.url)
+            await page.route("**/softphone/signout",
+                             lambda route: route.fulfill(status=503, body="storage unavailable"))
+            await page.click("#signout")
+            await page.wait_for_selector("#notice:not([hidden])", timeout=TIMEOUT * 1000)
+            assert (await notice(page) or "").startswith("Sign out failed")
+            assert await page.is_visible("#phone")
+            assert await page.is_hidden("#signin")
+
+    asyncio.run(asyncio.wait_for(main(), 90))
+
+
 # -- a STUN server that never answers ---------------------------------------------------------
 
 

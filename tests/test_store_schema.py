@@ -31,6 +31,7 @@ from callbridge.store.sqlite import SqliteStore
 TABLES = {
     "schema_migrations", "accounts", "api_keys", "caller_ids", "agents", "calls", "legs",
     "callback_outbox", "server_secrets", "signin_links", "launch_tokens_used",
+    "revoked_sessions",
 }  # fmt: skip
 
 
@@ -232,7 +233,7 @@ def test_migrations_are_applied_once_and_recorded(tmp_path: Path) -> None:
     tables = {row[0] for row in query(path, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert tables == TABLES
     recorded = query(path, "SELECT version, applied_at FROM schema_migrations")
-    assert [row[0] for row in recorded] == [m.version for m in MIGRATIONS] == [1, 2, 3, 4]
+    assert [row[0] for row in recorded] == [m.version for m in MIGRATIONS] == [1, 2, 3, 4, 5]
     assert all(str(row[1]).endswith("+00:00") for row in recorded)
     schema = query(path, "SELECT sql FROM sqlite_master ORDER BY name")
 
@@ -260,10 +261,10 @@ def test_a_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         conn.execute("INSERT INTO schema_migrations VALUES (99, '2030-01-01T00:00:00+00:00')")
     conn.close()
-    with pytest.raises(StorageError, match=r"schema is version 99, newer than .* \(4\)"):
+    with pytest.raises(StorageError, match=r"schema is version 99, newer than .* \(5\)"):
         open_and_close(path)
     assert [r[0] for r in query(path, "SELECT version FROM schema_migrations")] == [1, 2, 3, 4,
-                                                                                     99]
+                                                                                     5, 99]
 
 
 def test_a_failing_migration_leaves_the_database_as_it_was(
@@ -278,19 +279,20 @@ def test_a_failing_migration_leaves_the_database_as_it_was(
     )
     with pytest.raises(StorageError, match="no such table: nowhere"):
         open_and_close(path)
-    assert query(path, "SELECT version FROM schema_migrations") == [(1,), (2,), (3,), (4,)]
+    assert query(path, "SELECT version FROM schema_migrations") == [(1,), (2,), (3,), (4,), (5,)]
     assert query(path, "SELECT name FROM sqlite_master WHERE name = 'extra'") == []
 
 
 def test_a_new_migration_is_applied_on_top(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "cb.db"
     open_and_close(path)
-    v5 = Migration(5, "ALTER TABLE calls ADD COLUMN notes TEXT;")
+    newer = Migration(LATEST_VERSION + 1, "ALTER TABLE calls ADD COLUMN notes TEXT;")
     monkeypatch.setattr(
-        sqlite_backend, "migrate", functools.partial(migrate, migrations=(*MIGRATIONS, v5))
+        sqlite_backend, "migrate", functools.partial(migrate, migrations=(*MIGRATIONS, newer))
     )
     open_and_close(path)
-    assert [r[0] for r in query(path, "SELECT version FROM schema_migrations")] == [1, 2, 3, 4, 5]
+    assert [r[0] for r in query(path, "SELECT version FROM schema_migrations")] == [
+        *range(1, LATEST_VERSION + 2)]
     assert "notes" in {row[1] for row in query(path, "PRAGMA table_info(calls)")}
 
 
@@ -333,7 +335,7 @@ def test_a_v1_database_is_migrated_to_v2_keeping_its_rows(tmp_path: Path) -> Non
 
     account, old, new = asyncio.run(main())
     versions = [r[0] for r in query(path, "SELECT version FROM schema_migrations")]
-    assert versions == [1, 2, 3, 4]
+    assert versions == [1, 2, 3, 4, 5]
     for table in ("accounts", "calls"):
         columns = {row[1]: row[2] for row in query(path, f"PRAGMA table_info({table})")}
         assert (columns["agent_confirm"], columns["time_limit"]) == ("TEXT", "INTEGER")
@@ -374,7 +376,7 @@ def test_a_v3_database_gives_each_agent_its_own_session_epoch(tmp_path: Path) ->
                                                      ("a1", "nobody")])
 
     found = asyncio.run(epochs())
-    assert [r[0] for r in query(path, "SELECT version FROM schema_migrations")] == [1, 2, 3, 4]
+    assert [r[0] for r in query(path, "SELECT version FROM schema_migrations")] == [1, 2, 3, 4, 5]
     assert set(found) == {("a1", "priya"), ("a1", "arjun")}  # no such agent: absent
     assert all(len(epoch) == 16 for epoch in found.values())
     assert len(set(found.values())) == 2

@@ -26,7 +26,7 @@ from callbridge.store.models import (
     OutboxEntry,
     OutboxStatus,
 )
-from callbridge.store.sqlite import SCHEMA, SqliteStore
+from callbridge.store.sqlite import SqliteStore
 
 T0 = datetime(2024, 5, 1, 10, 0, 0, 123456, tzinfo=UTC)
 
@@ -338,7 +338,7 @@ def test_a_v4_database_file_is_upgraded_in_place_keeping_its_agents(db: Path) ->
     async def make_v4() -> None:
         async with aiosqlite.connect(db, isolation_level=None) as conn:
             await conn.execute("BEGIN IMMEDIATE")
-            await migrate(conn, T0, migrations=MIGRATIONS)  # what callbridge at v4 made
+            await migrate(conn, T0, migrations=MIGRATIONS[:4])  # what callbridge at v4 made
             await conn.execute("COMMIT")
 
     asyncio.run(make_v4())
@@ -350,7 +350,7 @@ def test_a_v4_database_file_is_upgraded_in_place_keeping_its_agents(db: Path) ->
                      [T0.isoformat()])  # fmt: skip
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     conn.close()
-    assert [m.version for m in MIGRATIONS] == [1, 2, 3, 4] and "revoked_sessions" not in tables
+    assert [m.version for m in MIGRATIONS[:4]] == [1, 2, 3, 4] and "revoked_sessions" not in tables
     inode = db.stat().st_ino
 
     async def body(store: SqliteStore) -> None:
@@ -366,7 +366,7 @@ def test_a_v4_database_file_is_upgraded_in_place_keeping_its_agents(db: Path) ->
         index = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?",
                              ["revoked_sessions_expiry"]).fetchone()  # fmt: skip
     conn.close()
-    assert versions == [1, 2, 3, 4, 5] == [m.version for m in SCHEMA]
+    assert versions == [1, 2, 3, 4, 5] == [m.version for m in MIGRATIONS]
     assert "(expires_at)" in index[0]
     run(db, body)  # opening it again applies nothing, and the revocation is still there
 

@@ -179,9 +179,22 @@ ALTER TABLE agents ADD COLUMN session_epoch TEXT NOT NULL DEFAULT '';
 UPDATE agents SET session_epoch = lower(hex(randomblob(8)));
 """
 
+V5 = """
+-- Signing one softphone session out everywhere. Every session cookie carries a random
+-- session id; POST /softphone/signout records it here, and a cookie whose id is here is
+-- refused (its other sessions, with other ids, go on). A row is needed only until the cookie
+-- would have expired anyway, which expires_at says; sign-outs forget expired rows. Cookies
+-- made before this version carry no id: every agent signs in once more after the upgrade.
+CREATE TABLE revoked_sessions (
+    session_id  TEXT PRIMARY KEY,
+    expires_at  TEXT NOT NULL
+);
+CREATE INDEX revoked_sessions_expiry ON revoked_sessions (expires_at);
+"""
+
 #: Every migration, in order. The last version is the one this code reads and writes.
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, V1), Migration(2, V2), Migration(3, V3), Migration(4, V4),
+    Migration(1, V1), Migration(2, V2), Migration(3, V3), Migration(4, V4), Migration(5, V5),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

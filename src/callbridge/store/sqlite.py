@@ -37,7 +37,7 @@ from typing import Any
 import aiosqlite
 
 from callbridge.errors import StorageError
-from callbridge.store.migrations import MIGRATIONS, Migration, migrate
+from callbridge.store.migrations import migrate
 from callbridge.store.models import (
     Account,
     Agent,
@@ -179,21 +179,7 @@ _NEW_EPOCH = "lower(hex(randomblob(8)))"
 #: table shrinks back to the live revocations, and no sign-out waits on a long delete.
 _PRUNE_REVOCATIONS = 100
 
-V5 = """
--- Signing one softphone session out everywhere. Every session cookie carries a random
--- session id; POST /softphone/signout records it here, and a cookie whose id is here is
--- refused (its other sessions, with other ids, go on). A row is needed only until the cookie
--- would have expired anyway, which expires_at says; sign-outs forget expired rows. Cookies
--- made before this version carry no id: every agent signs in once more after the upgrade.
-CREATE TABLE revoked_sessions (
-    session_id  TEXT PRIMARY KEY,
-    expires_at  TEXT NOT NULL
-);
-CREATE INDEX revoked_sessions_expiry ON revoked_sessions (expires_at);
-"""
 
-#: The schema this backend reads and writes: the shared migrations, then its own.
-SCHEMA: tuple[Migration, ...] = (*MIGRATIONS, Migration(5, V5))
 
 
 async def _forget_signin_links(db: aiosqlite.Connection, account_id: str,
@@ -306,7 +292,7 @@ class SqliteStore:
 
     async def _migrate(self) -> None:
         async with self._transaction(f"migrate {self.path}") as db:
-            applied = await migrate(db, self._now(), SCHEMA)
+            applied = await migrate(db, self._now())
         if applied:
             logger.info("%s: schema migrations %s applied", self.path, applied)
 

@@ -421,7 +421,16 @@
   });
 
   ui.signout.addEventListener("click", async () => {
-    await fetch("/softphone/signout", { method: "POST", credentials: "same-origin" });
+    let response = null;
+    try {
+      response = await fetch("/softphone/signout", { method: "POST", credentials: "same-origin" });
+    } catch (error) {
+      // the server is unreachable: nothing was signed out
+    }
+    if (!response || !response.ok) {
+      notify("Sign out failed: the server could not end this session. Try again.", "error");
+      return;  // still signed in: keep the phone as it is
+    }
     if (socket) socket.close();
     await checkSession();
   });
