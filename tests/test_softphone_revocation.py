@@ -186,20 +186,26 @@ def test_a_signin_link_printed_before_a_password_change_stops_working(
     assert use(link()).status_code == 303  # printed after it: works
 
 
-def test_a_revoked_page_that_sends_a_message_is_signed_out_before_it_is_served(
-    client: TestClient, phone: Softphone
+@pytest.mark.parametrize("ended_by", ["new password", "sign-out elsewhere"])
+def test_a_page_whose_session_ended_is_closed_before_its_next_message_is_served(
+    client: TestClient, phone: Softphone, ended_by: str
 ) -> None:
     phone.presence.recheck_every = 3600  # only the message's own check can catch it
     cookie = sign_in(client)
     with client.websocket_connect("/softphone/ws", headers=ws_headers(cookie)) as ws:
         ws.send_json({"type": "hello", "version": 1})
         assert ws.receive_json()["type"] == "hello"
-        asyncio.run(new_password(phone))
+        if ended_by == "new password":
+            asyncio.run(new_password(phone))
+            why = REVOKED
+        else:  # the same session, signed out from a copy of its cookie
+            asyncio.run(sign_out_elsewhere(phone, cookie))
+            why = ENDED
         ws.send_json({"type": "call", "to_number": "9876543104", "uuid": "u-1", "sdp": "v=0"})
-        assert ws.receive_json() == {"type": "error", "reason": "SIGNED_OUT", "message": REVOKED}
+        assert ws.receive_json() == {"type": "error", "reason": "SIGNED_OUT", "message": why}
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_json()
-        assert (closed.value.code, closed.value.reason) == (CLOSE_UNAUTHENTICATED, REVOKED)
+        assert (closed.value.code, closed.value.reason) == (CLOSE_UNAUTHENTICATED, why)
     calls = phone.app.state.ctx.calls
     assert isinstance(calls, FakeCalls) and calls.started == []  # nothing was dialled
     assert not phone.presence.is_online(phone.account.id, AGENT)
@@ -272,24 +278,6 @@ def test_a_cookie_from_before_session_ids_is_refused_as_signed_out(
     assert handshake_refused(client, old) == CLOSE_UNAUTHENTICATED
     response = sign_out(client, old)
     assert response.status_code == 200 and "max-age=0" in response.headers["set-cookie"].lower()
-
-
-def test_a_signed_out_page_that_sends_a_message_is_closed_before_it_is_served(
-    client: TestClient, phone: Softphone
-) -> None:
-    phone.presence.recheck_every = 3600  # only the message's own check can catch it
-    cookie = sign_in(client)
-    with client.websocket_connect("/softphone/ws", headers=ws_headers(cookie)) as ws:
-        ws.send_json({"type": "hello", "version": 1})
-        assert ws.receive_json()["type"] == "hello"
-        asyncio.run(sign_out_elsewhere(phone, cookie))
-        ws.send_json({"type": "call", "to_number": "9876543104", "uuid": "u-1", "sdp": "v=0"})
-        assert ws.receive_json() == {"type": "error", "reason": "SIGNED_OUT", "message": ENDED}
-        with pytest.raises(WebSocketDisconnect) as closed:
-            ws.receive_json()
-        assert (closed.value.code, closed.value.reason) == (CLOSE_UNAUTHENTICATED, ENDED)
-    calls = phone.app.state.ctx.calls
-    assert isinstance(calls, FakeCalls) and calls.started == []
 
 
 # -- open pages on a real server (uvicorn), signed out by the admin command ------------------
