@@ -51,6 +51,7 @@ import resource
 import selectors
 import shutil
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -654,9 +655,16 @@ async def main(args: argparse.Namespace, binaries: dict[str, Path]) -> None:
     for calls in args.calls:
         c_cpu = None
         for kind in kinds:
-            results.append(await run_load(calls, kind, args, binaries))
+            runs = []
+            for _ in range(args.repeat):
+                runs.append(await run_load(calls, kind, args, binaries))
+                print(row(runs[-1], c_cpu if kind != "C" else None), flush=True)
+            if args.repeat > 1:
+                runs.sort(key=lambda r: r.p99)
+                print(f"{'':>5} median of {args.repeat}: p99 {runs[len(runs) // 2].p99:.2f} ms, "
+                      f"CPU {statistics.median(r.cpu for r in runs):.0%}", flush=True)
+            results.append(runs[len(runs) // 2])  # the run with the median p99
             c_cpu = results[-1].cpu if kind == "C" else c_cpu
-            print(row(results[-1], c_cpu), flush=True)
     if args.png:
         plot(results, args.png)
 
@@ -672,6 +680,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="seconds before the measured window: recorders open their files on their second "
              "flush, which must fall before it")
     parser.add_argument("--png", help="write a plot here (needs matplotlib)")
+    parser.add_argument(
+        "--repeat", type=int, default=1,
+        help="runs per row; with more than one, also their medians (a 2-core VM's figures "
+             "swing from run to run)")
     parser.add_argument(
         "--forwarders", default="C,relay,relay+rec", type=lambda s: s.split(","),
         help="which to measure at each call count",
