@@ -9,10 +9,8 @@ import subprocess
 import sys
 import textwrap
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 
-import aiosqlite
 import pytest
 
 from callbridge.errors import ConfigError, StorageError
@@ -27,6 +25,7 @@ from callbridge.store.migrations import (
 )
 from callbridge.store.models import Account, Call, Leg, LegRole, LegStatus
 from callbridge.store.sqlite import SqliteStore
+from store_support import database_at
 
 TABLES = {
     "schema_migrations", "accounts", "api_keys", "caller_ids", "agents", "calls", "legs",
@@ -299,13 +298,7 @@ def test_a_new_migration_is_applied_on_top(tmp_path: Path, monkeypatch: pytest.M
 def make_v1_database(path: Path) -> None:
     """A database as callbridge with only migration 1 left it, with an account and a call."""
 
-    async def main() -> None:
-        async with aiosqlite.connect(path, isolation_level=None) as db:
-            await db.execute("BEGIN IMMEDIATE")
-            await migrate(db, datetime(2026, 1, 1, tzinfo=UTC), migrations=MIGRATIONS[:1])
-            await db.execute("COMMIT")
-
-    asyncio.run(main())
+    database_at(path, 1)
     with sqlite3.connect(path) as conn:
         conn.execute("INSERT INTO accounts (id, name, callback_url, callback_secret, created_at)"
                      " VALUES ('a1', 'acme', 'https://crm/cb', 'whsec_x', '2026-01-01T00:00:00"
@@ -351,13 +344,7 @@ def test_a_v1_database_is_migrated_to_v2_keeping_its_rows(tmp_path: Path) -> Non
 def test_a_v3_database_gives_each_agent_its_own_session_epoch(tmp_path: Path) -> None:
     path = tmp_path / "cb.db"
 
-    async def make_v3() -> None:
-        async with aiosqlite.connect(path, isolation_level=None) as db:
-            await db.execute("BEGIN IMMEDIATE")
-            await migrate(db, datetime(2026, 1, 1, tzinfo=UTC), migrations=MIGRATIONS[:3])
-            await db.execute("COMMIT")
-
-    asyncio.run(make_v3())
+    database_at(path, 3)
     with sqlite3.connect(path) as conn:
         conn.execute("INSERT INTO accounts (id, name, callback_url, callback_secret, created_at)"
                      " VALUES ('a1', 'acme', 'https://crm/cb', 'whsec_x', '2026-01-01T00:00:00"

@@ -11,11 +11,10 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import pytest
 
 from callbridge.errors import StorageError
-from callbridge.store.migrations import MIGRATIONS, migrate
+from callbridge.store.migrations import MIGRATIONS
 from callbridge.store.models import (
     Call,
     CallStatus,
@@ -27,6 +26,7 @@ from callbridge.store.models import (
     OutboxStatus,
 )
 from callbridge.store.sqlite import SqliteStore
+from store_support import database_at
 
 T0 = datetime(2024, 5, 1, 10, 0, 0, 123456, tzinfo=UTC)
 
@@ -335,13 +335,7 @@ def test_a_sign_out_forgets_a_bounded_number_of_expired_revocations_oldest_first
 
 
 def test_a_v4_database_file_is_upgraded_in_place_keeping_its_agents(db: Path) -> None:
-    async def make_v4() -> None:
-        async with aiosqlite.connect(db, isolation_level=None) as conn:
-            await conn.execute("BEGIN IMMEDIATE")
-            await migrate(conn, T0, migrations=MIGRATIONS[:4])  # what callbridge at v4 made
-            await conn.execute("COMMIT")
-
-    asyncio.run(make_v4())
+    database_at(db, 4, T0)  # what callbridge at v4 made
     with sqlite3.connect(db) as conn:
         conn.execute("INSERT INTO accounts (id, name, callback_url, callback_secret, created_at)"
                      " VALUES ('a1', 'acme', 'https://crm/cb', 'whsec_x', ?)", [T0.isoformat()])
